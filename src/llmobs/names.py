@@ -1,0 +1,46 @@
+"""Metric names and label values: public API, defined once for the sinks and the dashboards."""
+
+from __future__ import annotations
+
+PREFIX = "llmobs"
+
+# Prometheus metric names (counters without the `_total` suffix, as prometheus_client wants).
+REQUESTS = "llmobs_requests"
+REQUESTS_IN_FLIGHT = "llmobs_requests_in_flight"
+REQUEST_DURATION = "llmobs_request_duration_seconds"
+TIME_TO_FIRST_TOKEN = "llmobs_time_to_first_token_seconds"
+TIME_PER_OUTPUT_TOKEN = "llmobs_time_per_output_token_seconds"
+REASONING_DURATION = "llmobs_reasoning_duration_seconds"
+TOKENS = "llmobs_tokens"
+ESTIMATED_TOKENS = "llmobs_estimated_tokens"
+REQUEST_TOKENS = "llmobs_request_tokens"
+FINISH_REASONS = "llmobs_finish_reasons"
+COST_USD = "llmobs_cost_usd"
+UNPRICED_REQUESTS = "llmobs_unpriced_requests"
+USAGE_MISSING = "llmobs_usage_missing"
+PROXY_OVERHEAD = "llmobs_proxy_overhead_seconds"
+BUILD_INFO = "llmobs_build_info"
+TELEMETRY_ERRORS = "llmobs_telemetry_errors"
+
+
+def total(name: str) -> str:
+    """The exposed series name of a counter."""
+    return name + "_total"
+
+
+ENDPOINTS = ("chat_completions", "completions", "embeddings", "responses", "other")
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
+FINISH_REASON_VALUES = ("stop", "length", "tool_calls", "content_filter", "function_call")
+OTHER = "other"  # the value a bounded label takes once its budget is spent
+
+# Histogram buckets in seconds: they reach minutes, since reasoning models are slow.
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0,
+)
+TIME_PER_TOKEN_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+)
+OVERHEAD_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)
+TOKEN_BUCKETS = tuple(float(4**i) for i in range(13))  # 1 .. 16,777,216

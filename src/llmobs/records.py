@@ -1,0 +1,129 @@
+"""Frozen records that flow from accounting to pricing and the sinks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """How a proxied request ended; the `outcome` label."""
+
+    COMPLETED = "completed"
+    UPSTREAM_ERROR = "upstream_error"  # upstream answered 4xx/5xx, or sent an error inside a stream
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"  # connect failed: the proxy answered 502
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # no answer in time: the proxy answered 504
+    STREAM_INTERRUPTED = "stream_interrupted"  # upstream broke off after the response started
+    CLIENT_CLOSED = "client_closed"  # the client went away first
+    REJECTED = "rejected"  # the proxy refused the request itself (e.g. 413)
+
+
+class UsageSource(StrEnum):
+    """Where the token counts of an observation come from."""
+
+    REPORTED = "reported"  # the upstream reported usage
+    MISSING = "missing"  # usage was expected but never arrived
+    NOT_APPLICABLE = "not_applicable"  # the endpoint carries no usage (e.g. /models)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the upstream reported them. None means not reported, never zero.
+
+    cache_read and cache_write are subsets of input; reasoning is a subset of output,
+    as in the OpenTelemetry GenAI conventions.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    def by_type(self) -> dict[str, int]:
+        """The reported counts keyed by the `type` label value, skipping unreported ones."""
+        pairs = (
+            ("input", self.input_tokens),
+            ("output", self.output_tokens),
+            ("cache_read", self.cache_read_tokens),
+            ("cache_write", self.cache_write_tokens),
+            ("reasoning", self.reasoning_tokens),
+        )
+        return {name: value for name, value in pairs if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Monotonic (perf_counter) instants of one request; None when the moment never came."""
+
+    start: float
+    end: float
+    first_byte: float | None = None  # first response body byte from upstream
+    first_token: float | None = None  # first answer (content/text/tool) delta of a stream
+    first_reasoning: float | None = None  # first reasoning delta of a stream
+    reasoning_end: float | None = None  # first answer delta after reasoning started
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        return None if self.first_token is None else self.first_token - self.start
+
+    @property
+    def time_to_first_reasoning(self) -> float | None:
+        return None if self.first_reasoning is None else self.first_reasoning - self.start
+
+    @property
+    def reasoning_duration(self) -> float | None:
+        if self.first_reasoning is None:
+            return None
+        stop = self.reasoning_end if self.reasoning_end is not None else self.end
+        return stop - self.first_reasoning
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the proxy read from the client's request: the fields we account for, nothing else."""
+
+    endpoint: str  # chat_completions | completions | embeddings | responses | other
+    operation: str | None  # GenAI operation name: chat | text_completion | embeddings | None
+    model: str | None  # the model the request asked for
+    stream: bool = False
+    tenant: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # generation parameters (semconv names)
+    usage_injected: bool = False  # the proxy added stream_options.include_usage
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One finished request: everything the sinks record."""
+
+    request: RequestInfo
+    outcome: Outcome
+    status_code: int  # what the client got (499 when it left before any response)
+    timings: Timings
+    usage: Usage = Usage()
+    usage_source: UsageSource = UsageSource.NOT_APPLICABLE
+    estimated_output_tokens: int | None = None  # only when usage is missing; never mixed in
+    finish_reasons: tuple[str, ...] = ()  # one per choice
+    response_model: str | None = None
+    response_id: str | None = None
+    error_type: str | None = None  # low-cardinality error class, for error.type
+    proxy_overhead: float = 0.0  # seconds spent in the proxy itself
+    cost: Decimal | None = None  # USD; None when the request could not be priced
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. service tier, fingerprint
+
+    @property
+    def time_per_output_token(self) -> float | None:
+        """(duration − TTFT) / (output tokens − 1) for streams with more than one token."""
+        first = self.timings.first_token
+        tokens = self.usage.output_tokens
+        if tokens is None:
+            tokens = self.estimated_output_tokens
+        if not self.request.stream or first is None or tokens is None or tokens < 2:
+            return None
+        return (self.timings.end - first) / (tokens - 1)
