@@ -1,0 +1,72 @@
+"""Pure header policy: what goes upstream and what comes back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# RFC 9110 section 7.6.1 hop-by-hop headers, plus the pre-standard ones still seen.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+OWN_PREFIX = b"x-llmobs-"
+Headers = list[tuple[bytes, bytes]]
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def request_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    drop: frozenset[bytes] = frozenset(),
+    authorization: bytes | None = None,
+) -> Headers:
+    """Client headers for the upstream: no hop-by-hop, no x-llmobs-*, no Host (rewritten
+    by the client library), no Content-Length (recomputed); Authorization replaced when
+    an upstream key is configured. Everything else is kept as sent, duplicates included."""
+    headers = list(headers)
+    named = _connection_tokens(headers)
+    out: Headers = []
+    for name, value in headers:
+        lower = name.lower()
+        if (
+            lower in HOP_BY_HOP
+            or lower in named
+            or lower.startswith(OWN_PREFIX)
+            or lower in (b"host", b"content-length")
+            or lower in drop
+        ):
+            continue
+        if authorization is not None and lower in (b"authorization", b"api-key"):
+            continue
+        out.append((name, value))
+    if authorization is not None:
+        out.append((b"authorization", authorization))
+    return out
+
+
+def response_headers(headers: Iterable[tuple[bytes, bytes]], *, drop: frozenset[bytes] = frozenset()) -> Headers:
+    """Upstream headers for the client, as sent, less hop-by-hop ones and `drop`."""
+    headers = list(headers)
+    named = _connection_tokens(headers)
+    return [
+        (name.lower(), value)
+        for name, value in headers
+        if (lower := name.lower()) not in HOP_BY_HOP and lower not in named and lower not in drop
+    ]

@@ -1,0 +1,110 @@
+"""A pure, incremental Server-Sent Events decoder (WHATWG HTML, "event stream interpretation").
+
+It never does I/O and keeps the raw bytes of every event, so a caller can relay
+events unchanged or leave one out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event block. `data` is the joined data lines; `raw` is its wire bytes.
+
+    A block with empty `data` (comments, a stray blank line) is not an event to a
+    client; it is still returned so that the raw bytes of all blocks add up to the input.
+    """
+
+    data: bytes
+    event: str = "message"
+    raw: bytes = b""
+
+
+class SSEDecoder:
+    """Feed bytes in any chunking; get complete events out."""
+
+    __slots__ = ("_buf", "_raw", "_data", "_event", "_skip_lf", "_started")
+
+    def __init__(self) -> None:
+        self._buf = b""  # bytes not yet split into lines
+        self._raw = bytearray()  # raw bytes of the event being built (complete lines only)
+        self._data: list[bytes] = []
+        self._event = ""
+        self._skip_lf = False  # the last chunk ended in CR: a leading LF belongs to that line end
+        self._started = False
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """Decode `chunk`, returning the events it completed."""
+        if not chunk:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                self._raw += b"\n"
+                chunk = chunk[1:]
+        buf = self._buf + chunk if self._buf else chunk
+        if not self._started:
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._buf = buf
+                return []
+            self._started = True
+            if buf.startswith(_BOM):
+                self._raw += _BOM
+                buf = buf[3:]
+        events: list[Event] = []
+        pos = 0
+        for match in _LINE_END.finditer(buf):
+            end = match.end()
+            if match.group() == b"\r" and end == len(buf):
+                self._skip_lf = True  # a CRLF may be split across chunks
+            line = buf[pos : match.start()]
+            self._raw += buf[pos:end]
+            pos = end
+            if line:
+                self._field(line)
+            else:
+                events.append(self._dispatch())
+        self._buf = buf[pos:]
+        return events
+
+    def flush(self) -> list[Event]:
+        """End of stream: an unterminated event is discarded, as the specification says."""
+        self._buf = b""
+        self._raw.clear()
+        self._data.clear()
+        self._event = ""
+        return []
+
+    @property
+    def pending(self) -> bytes:
+        """Raw bytes received but not yet part of a dispatched event."""
+        return bytes(self._raw) + self._buf
+
+    def _field(self, line: bytes) -> None:
+        if line[0] == 0x3A:  # ":" starts a comment
+            return
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        # "id" and "retry" do not matter to accounting; unknown fields are ignored.
+
+    def _dispatch(self) -> Event:
+        # Every blank line yields an Event so that the raw bytes of all events add up to the
+        # input. One with empty data is not dispatched in the specification's sense.
+        raw = bytes(self._raw)
+        self._raw.clear()
+        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+        event = Event(data=data, event=(self._event or "message") if data else "", raw=raw)
+        self._data = []
+        self._event = ""
+        return event

@@ -1,0 +1,255 @@
+"""Accumulators: real-shaped bodies and streams in, one exact Observation out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from llmobs.accounting import parse_usage
+from llmobs.endpoints import ENDPOINTS, OTHER, classify
+from llmobs.records import Outcome, RequestInfo, Usage, UsageSource
+from llmobs.sse import SSEDecoder
+
+
+def sse(*payloads: Any, event_names: bool = False) -> bytes:
+    out = b""
+    for payload in payloads:
+        data = payload if isinstance(payload, str) else json.dumps(payload)
+        if event_names and isinstance(payload, dict):
+            out += f"event: {payload['type']}\n".encode()
+        out += f"data: {data}\n\n".encode()
+    return out
+
+
+def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, index: int = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06",
+        "system_fingerprint": "fp_1", "service_tier": "default",
+        "choices": [{"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish}], **extra,
+    }
+
+
+USAGE = {
+    "prompt_tokens": 1200, "completion_tokens": 3, "total_tokens": 1203,
+    "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                  "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+}
+CHAT_STREAM = sse(
+    chunk({"role": "assistant", "content": "", "refusal": None}, usage=None),
+    chunk({"content": "Hel"}, usage=None),
+    chunk({"content": "lo"}, usage=None),
+    chunk({"content": "!"}, usage=None),
+    chunk({}, "stop", usage=None),
+    {**chunk(), "choices": [], "usage": USAGE},
+    "[DONE]",
+)
+
+
+def info(endpoint: str = "chat_completions", stream: bool = True, model: str = "gpt-4o") -> RequestInfo:
+    spec = next(e for e in [*ENDPOINTS.values(), OTHER] if e.name == endpoint)
+    return RequestInfo(endpoint=endpoint, operation=spec.operation, model=model, stream=stream)
+
+
+def run_stream(request: RequestInfo, pieces: list[bytes], *, strip: bool = False) -> tuple[Any, bytes]:
+    """Feed pieces at t = 1, 2, 3, ...; return the observation and the relayed bytes."""
+    spec = next(e for e in [*ENDPOINTS.values(), OTHER] if e.name == request.endpoint)
+    acc = spec.accumulator(request, 0.0, strip_usage_chunk=strip)
+    decoder = SSEDecoder()
+    relayed = b""
+    for t, piece in enumerate(pieces, start=1):
+        for event in decoder.feed(piece):
+            if acc.on_event(event, float(t)):
+                relayed += event.raw
+    relayed += decoder.pending
+    return acc.finish(Outcome.COMPLETED, 200, float(len(pieces) + 1)), relayed
+
+
+def events_of(stream: bytes) -> list[bytes]:
+    """The stream cut at event boundaries: one piece per event, as a server sends them."""
+    return [piece + b"\n\n" for piece in stream.split(b"\n\n") if piece]
+
+
+def test_chat_stream_exact_usage_finish_and_timings() -> None:
+    obs, relayed = run_stream(info(), events_of(CHAT_STREAM))
+    assert obs.usage == Usage(input_tokens=1200, output_tokens=3, cache_read_tokens=1024, reasoning_tokens=0)
+    assert obs.usage_source is UsageSource.REPORTED
+    assert obs.finish_reasons == ("stop",)
+    assert obs.timings.first_token == 2.0  # the role-only chunk is not a token
+    assert obs.response_model == "gpt-4o-2024-08-06" and obs.response_id == "chatcmpl-1"
+    assert obs.extra == {"system_fingerprint": "fp_1", "service_tier": "default"}
+    assert obs.outcome is Outcome.COMPLETED
+    assert relayed == CHAT_STREAM
+
+
+def test_injected_usage_chunk_is_removed_and_nothing_else() -> None:
+    obs, relayed = run_stream(info(), events_of(CHAT_STREAM), strip=True)
+    usage_event = sse({**chunk(), "choices": [], "usage": USAGE})
+    assert relayed == CHAT_STREAM.replace(usage_event, b"")
+    assert obs.usage.input_tokens == 1200
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_every_byte_split_gives_the_same_observation(strip: bool) -> None:
+    whole, whole_relayed = run_stream(info(), [CHAT_STREAM], strip=strip)
+    for i in range(len(CHAT_STREAM) + 1):
+        obs, relayed = run_stream(info(), [CHAT_STREAM[:i], CHAT_STREAM[i:]], strip=strip)
+        assert (obs.usage, obs.finish_reasons, obs.response_id) == (whole.usage, whole.finish_reasons, whole.response_id)
+        assert relayed == whole_relayed
+
+
+def test_stream_without_usage_is_missing_and_estimated_apart() -> None:
+    stream = CHAT_STREAM.replace(sse({**chunk(), "choices": [], "usage": USAGE}), b"").replace(b', "usage": null', b"")
+    obs, _ = run_stream(info(), events_of(stream))
+    assert obs.usage == Usage() and obs.usage_source is UsageSource.MISSING
+    assert obs.estimated_output_tokens == 3
+
+
+def test_reasoning_content_deepseek_style() -> None:
+    stream = sse(
+        chunk({"role": "assistant", "content": None, "reasoning_content": ""}),
+        chunk({"reasoning_content": "Let me"}),
+        chunk({"reasoning_content": " think"}),
+        chunk({"content": "42"}),
+        chunk({}, "stop"),
+        "[DONE]",
+    )
+    obs, _ = run_stream(info(), events_of(stream))
+    assert obs.timings.first_reasoning == 2.0
+    assert obs.timings.first_token == 4.0 and obs.timings.reasoning_end == 4.0
+    assert obs.timings.reasoning_duration == 2.0
+
+
+def test_vllm_sends_reasoning_instead_of_reasoning_content() -> None:
+    stream = sse(chunk({"role": "assistant"}), chunk({"reasoning": "hmm"}), chunk({"content": "ok"}), chunk({}, "stop"), "[DONE]")
+    obs, _ = run_stream(info(), events_of(stream))
+    assert (obs.timings.first_reasoning, obs.timings.first_token) == (2.0, 3.0)
+
+
+def test_each_choice_finish_reason_counts_once() -> None:
+    stream = sse(
+        chunk({"content": "a"}, index=0), chunk({"content": "b"}, index=1),
+        chunk({}, "length", index=1), chunk({}, "tool_calls", index=0), "[DONE]",
+    )
+    obs, _ = run_stream(info(), events_of(stream))
+    assert obs.finish_reasons == ("tool_calls", "length")
+
+
+def test_error_object_inside_a_stream_is_an_upstream_error() -> None:
+    stream = sse(chunk({"content": "a"}), {"error": {"message": "overloaded", "type": "server_error", "code": None}})
+    obs, _ = run_stream(info(), events_of(stream))
+    assert obs.outcome is Outcome.UPSTREAM_ERROR and obs.error_type == "server_error"
+
+
+def test_stream_cut_before_done_is_interrupted() -> None:
+    obs, _ = run_stream(info(), events_of(CHAT_STREAM)[:3])
+    assert obs.outcome is Outcome.STREAM_INTERRUPTED
+    assert obs.usage_source is UsageSource.MISSING and obs.estimated_output_tokens == 2
+
+
+def test_legacy_completions_stream() -> None:
+    def text(t: str, finish: str | None = None) -> dict[str, Any]:
+        return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gpt-3.5-turbo-instruct",
+                "choices": [{"index": 0, "text": t, "logprobs": None, "finish_reason": finish}]}
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    stream = sse(text("Hi"), text(" there", "length"), {**text(""), "choices": [], "usage": usage}, "[DONE]")
+    obs, _ = run_stream(info("completions"), events_of(stream))
+    assert obs.usage == Usage(input_tokens=5, output_tokens=2)
+    assert obs.finish_reasons == ("length",) and obs.timings.first_token == 1.0
+
+
+RESPONSE = {
+    "id": "resp_1", "object": "response", "model": "o4-mini-2025-04-16", "status": "completed",
+    "output": [{"type": "reasoning", "summary": []}, {"type": "message", "content": []}],
+    "usage": {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 10}, "output_tokens": 30,
+              "output_tokens_details": {"reasoning_tokens": 20}, "total_tokens": 80},
+}
+
+
+def responses_stream(final: dict[str, Any], kind: str = "response.completed") -> bytes:
+    created = {**final, "status": "in_progress", "usage": None, "output": []}
+    return sse(
+        {"type": "response.created", "sequence_number": 0, "response": created},
+        {"type": "response.reasoning_summary_text.delta", "sequence_number": 1, "delta": "Hm"},
+        {"type": "response.output_text.delta", "sequence_number": 2, "delta": "Hi"},
+        {"type": "response.output_text.delta", "sequence_number": 3, "delta": "!"},
+        {"type": kind, "sequence_number": 4, "response": final},
+        event_names=True,
+    )
+
+
+@pytest.mark.parametrize("event_names", [True, False])
+def test_responses_stream(event_names: bool) -> None:
+    stream = responses_stream(RESPONSE)
+    if not event_names:
+        stream = b"".join(line + b"\n" for line in stream.split(b"\n")[:-1] if not line.startswith(b"event:"))
+    obs, _ = run_stream(info("responses"), events_of(stream))
+    assert obs.usage == Usage(input_tokens=50, output_tokens=30, cache_read_tokens=10, reasoning_tokens=20)
+    assert obs.finish_reasons == ("stop",)
+    assert (obs.timings.first_reasoning, obs.timings.first_token) == (2.0, 3.0)
+    assert obs.response_id == "resp_1" and obs.outcome is Outcome.COMPLETED
+
+
+def test_responses_incomplete_max_output_tokens_is_length() -> None:
+    final = {**RESPONSE, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
+    obs, _ = run_stream(info("responses"), events_of(responses_stream(final, "response.incomplete")))
+    assert obs.finish_reasons == ("length",)
+
+
+def test_responses_function_call_is_tool_calls_and_content_filter_maps() -> None:
+    acc = ENDPOINTS["responses"].accumulator(info("responses", stream=False), 0.0)
+    acc.on_body(json.dumps({**RESPONSE, "output": [{"type": "function_call", "name": "f"}]}).encode())
+    assert acc.finish(Outcome.COMPLETED, 200, 1.0).finish_reasons == ("tool_calls",)
+    acc = ENDPOINTS["responses"].accumulator(info("responses", stream=False), 0.0)
+    acc.on_body(json.dumps({**RESPONSE, "status": "incomplete",
+                            "incomplete_details": {"reason": "content_filter"}}).encode())
+    assert acc.finish(Outcome.COMPLETED, 200, 1.0).finish_reasons == ("content_filter",)
+
+
+def test_non_streamed_chat_body() -> None:
+    body = {"id": "chatcmpl-2", "object": "chat.completion", "model": "gpt-4o", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": "y"}, "finish_reason": "length"},
+    ], "usage": {**USAGE, "prompt_tokens_details": None, "completion_tokens_details": None}}
+    acc = ENDPOINTS["chat/completions"].accumulator(info(stream=False), 0.0)
+    acc.on_body(json.dumps(body).encode())
+    obs = acc.finish(Outcome.COMPLETED, 200, 1.0)
+    assert obs.usage == Usage(input_tokens=1200, output_tokens=3)  # null details: not reported, not zero
+    assert obs.finish_reasons == ("stop", "length") and obs.timings.first_token is None
+
+
+def test_embeddings_usage_has_input_only() -> None:
+    acc = ENDPOINTS["embeddings"].accumulator(info("embeddings", stream=False), 0.0)
+    acc.on_body(b'{"object":"list","data":[],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}')
+    assert acc.finish(Outcome.COMPLETED, 200, 1.0).usage == Usage(input_tokens=8)
+
+
+def test_cache_write_tokens_and_garbage_counts() -> None:
+    usage = parse_usage({"prompt_tokens": 10, "completion_tokens": True, "prompt_tokens_details": {"cache_write_tokens": 4}})
+    assert usage == Usage(input_tokens=10, cache_write_tokens=4)
+
+
+def test_unparseable_body_leaves_usage_missing() -> None:
+    acc = ENDPOINTS["chat/completions"].accumulator(info(stream=False), 0.0)
+    acc.on_body(b"<html>bad gateway</html>")
+    assert acc.finish(Outcome.COMPLETED, 200, 1.0).usage_source is UsageSource.MISSING
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "endpoint"),
+    [
+        ("POST", "/v1/chat/completions", "chat_completions"),
+        ("POST", "/v1/completions", "completions"),
+        ("POST", "/openai/deployments/x/chat/completions/", "chat_completions"),
+        ("POST", "/v1/embeddings", "embeddings"),
+        ("POST", "/v1/responses", "responses"),
+        ("GET", "/v1/responses", "other"),
+        ("POST", "/v1/responses/resp_1/cancel", "other"),
+        ("GET", "/v1/models", "other"),
+        ("POST", "/v1/files", "other"),
+    ],
+)
+def test_classify(method: str, path: str, endpoint: str) -> None:
+    assert classify(method, path).name == endpoint
