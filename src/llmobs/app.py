@@ -1,0 +1,161 @@
+"""Assemble the application: the raw-ASGI proxy plus FastAPI admin routes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from .config import Settings
+from .proxy import Proxy, Scope, Receive, Send
+from .recorder import Recorder
+from .sinks.prometheus import PrometheusSink
+from .upstream import Timeouts, Upstream
+
+log = logging.getLogger("llmobs")
+
+ADMIN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+def admin_app(app: LLMObs) -> FastAPI:
+    """/metrics, /healthz and /readyz."""
+    admin = FastAPI(title="llmobs admin", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @admin.get("/metrics")
+    def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(app.registry), media_type=content_type)
+
+    @admin.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @admin.get("/readyz")
+    def readyz() -> Response:
+        if app.ready:
+            return Response(b'{"status":"ready"}', media_type="application/json")
+        return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
+
+    return admin
+
+
+class LLMObs:
+    """The ASGI application: lifespan, admin routes, and the proxy for everything else."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        otel_from_env: bool = True,
+        strict: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.prometheus = PrometheusSink(self.registry)
+        self.tracer_provider, self.meter_provider = tracer_provider, meter_provider
+        if otel_from_env and tracer_provider is None and meter_provider is None:
+            from .sinks.otel import providers_from_env
+
+            self.tracer_provider, self.meter_provider = providers_from_env(
+                on_span_dropped=lambda: self.prometheus.telemetry_error("otel_span_dropped")
+            )
+        self.upstream = Upstream(
+            settings.upstream_url,
+            timeouts=Timeouts(settings.connect_timeout, settings.read_timeout, settings.total_timeout),
+            max_connections=settings.max_connections,
+        )
+        self.recorder = Recorder(
+            self.prometheus,
+            _load_prices(settings),
+            otel=self._otel_sink(),
+            max_label_values=settings.max_label_values,
+            strict=strict,
+        )
+        key = settings.upstream_api_key
+        self.proxy = Proxy(
+            self.upstream,
+            self.recorder,
+            tenant_header=settings.tenant_header,
+            upstream_authorization=f"Bearer {key.get_secret_value()}" if key else None,
+            inject_stream_usage=settings.inject_stream_usage,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        self.admin = admin_app(self)
+        self.ready = False
+
+    def _otel_sink(self) -> Any:
+        if self.tracer_provider is None and self.meter_provider is None:
+            return None
+        from .providers import provider_name
+        from .sinks.otel import OTelSink
+
+        return OTelSink(
+            self.tracer_provider,
+            self.meter_provider,
+            provider_name=self.settings.provider or provider_name(self.settings.upstream_url),
+            server_address=self.upstream.host,
+            server_port=self.upstream.port,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if scope["path"] in ADMIN_PATHS:
+                await self.admin(scope, receive, send)
+            else:
+                await self.proxy(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def startup(self) -> None:
+        await self.upstream.open()
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        await self.upstream.close()
+        for provider in (self.tracer_provider, self.meter_provider):
+            if provider is not None:
+                try:
+                    provider.shutdown()  # flushes what is queued
+                except Exception:
+                    log.warning("OpenTelemetry shutdown failed", exc_info=True)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _load_prices(settings: Settings) -> Any:
+    from .pricing import PriceTable
+    from .providers import pricing_provider
+
+    return PriceTable.load(
+        provider=settings.provider or pricing_provider(settings.upstream_url), price_file=settings.price_file
+    )
+
+
+def create_app(settings: Settings | None = None, **kwargs: Any) -> LLMObs:
+    """The llmobs ASGI app for `settings` (defaults from the environment)."""
+    if settings is None:
+        from .config import load_settings
+
+        settings = load_settings()
+    return LLMObs(settings, **kwargs)

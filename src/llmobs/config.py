@@ -1,0 +1,143 @@
+"""Settings: the one place that reads the environment. Parsed once; errors name the key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "LLMOBS_"
+CONFIG_ENV = "LLMOBS_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the key and the value."""
+
+
+class Settings(BaseSettings):
+    """Every setting, with its LLMOBS_* environment variable and config-file key."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    upstream_url: str = "https://api.openai.com/v1"
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    upstream_api_key: SecretStr | None = None  # replaces the client's key when set
+    provider: str | None = None  # pricing / gen_ai.provider.name; inferred from the upstream host if unset
+    price_file: Path | None = None  # YAML price overrides
+    tenant_header: str = "x-llmobs-tenant"
+    max_label_values: int = Field(200, ge=1)  # distinct values per client-fed label (model, tenant)
+    inject_stream_usage: bool = True
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(600.0, gt=0)
+    total_timeout: float | None = Field(None, gt=0)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    max_connections: int = Field(4096, ge=1)
+    log_level: str = "info"
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"must not have a query or fragment, got {value!r}")
+        return value
+
+    @field_validator("tenant_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not value or any(c in value for c in " :\r\n\t"):
+            raise ValueError(f"must be an HTTP header name, got {value!r}")
+        return value.lower()
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in ("critical", "error", "warning", "info", "debug"):
+            raise ValueError(f"must be one of critical, error, warning, info, debug; got {value!r}")
+        return value.lower()
+
+    @field_validator("price_file")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {str(value)!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() merges flags, environment and file itself, so it can name the
+        # source of a bad value; pydantic sees them all as init values.
+        return (init_settings,)
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{CONFIG_ENV}: cannot read config file {path!r}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of settings")
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from flags > LLMOBS_* environment > config file > defaults."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(CONFIG_ENV)
+    values: dict[str, Any] = _read_file(config_file) if config_file else {}
+    origin = {key: f"{key!r} in {config_file}" for key in values}
+    for key in Settings.model_fields:
+        name = ENV_PREFIX + key.upper()
+        if name in environ:
+            values[key], origin[key] = environ[name], name
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key], origin[key] = value, _flag(key)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, origin)) from None
+
+
+def _flag(key: str) -> str:
+    return {"upstream_url": "--upstream"}.get(key, "--" + key.replace("_", "-"))
+
+
+def _explain(exc: ValidationError, origin: Mapping[str, str]) -> str:
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else "?"
+        where = origin.get(key, ENV_PREFIX + key.upper())
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{where}: is not a known setting")
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        if "got " not in message and "input" in error:
+            message += f", got {error['input']!r}"
+        lines.append(f"{where}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

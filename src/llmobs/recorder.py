@@ -1,0 +1,110 @@
+"""Price an observation and hand it to every sink; telemetry never breaks traffic."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .labels import LabelGuard
+from .records import Observation, RequestInfo, UsageSource
+from .sinks.prometheus import PrometheusSink
+
+log = logging.getLogger("llmobs")
+
+
+class Pricer(Protocol):
+    def price(self, model: str | None, usage: Any) -> Any: ...
+
+
+class Recorder:
+    """The end of the pipeline: price, bound labels, record in each sink.
+
+    A failure in pricing or in a sink is logged and counted in
+    llmobs_telemetry_errors_total; with `strict` (tests) it is raised instead.
+    """
+
+    def __init__(
+        self,
+        prometheus: PrometheusSink,
+        prices: Pricer | None,
+        *,
+        otel: Any = None,
+        max_label_values: int = 200,
+        strict: bool = False,
+    ) -> None:
+        self.prometheus = prometheus
+        self.prices = prices
+        self.otel = otel
+        self.models = LabelGuard(max_label_values)
+        self.tenants = LabelGuard(max_label_values)
+        self.strict = strict
+
+    def start(self, info: RequestInfo, headers: list[tuple[bytes, bytes]], start: float) -> Any:
+        """Note a request as in flight; start its span. Returns the span handle or None."""
+        self.prometheus.started(info.endpoint)
+        if self.otel is None or info.operation is None:
+            return None
+        try:
+            incoming = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
+            return self.otel.start(info, incoming, start)
+        except Exception:
+            self.failed("otel")
+            return None
+
+    def inject(self, handle: Any, headers: dict[str, str]) -> None:
+        if handle is not None:
+            try:
+                self.otel.inject(handle, headers)
+            except Exception:
+                self.failed("otel")
+
+    def finish(self, obs: Observation, handle: Any) -> Observation:
+        """Record a finished request everywhere; return it with its cost."""
+        self.prometheus.ended(obs.request.endpoint)
+        obs = self._priced(obs)
+        model = self.models(obs.request.model)
+        tenant = self.tenants(obs.request.tenant)
+        trace_id = None
+        if handle is not None:
+            try:
+                self.otel.record(obs, handle)
+                trace_id = handle.trace_id
+            except Exception:
+                self.failed("otel")
+        try:
+            self.prometheus.record(obs, model=model, tenant=tenant, trace_id=trace_id)
+        except Exception:
+            self.failed("prometheus")
+        return obs
+
+    def _priced(self, obs: Observation) -> Observation:
+        if self.prices is None or obs.usage_source is not UsageSource.REPORTED:
+            return obs
+        try:
+            cost = self.prices.price(obs.request.model, obs.usage)
+            if cost is None and obs.response_model and obs.response_model != obs.request.model:
+                cost = self.prices.price(obs.response_model, obs.usage)
+        except Exception:
+            self.failed("pricing")
+            return obs
+        return dataclasses.replace(obs, cost=cost) if cost is not None else obs
+
+    def failed(self, component: str) -> None:
+        """Log and count a telemetry failure; re-raise it under tests."""
+        if self.strict:
+            raise
+        log.warning("telemetry failure in %s", component, exc_info=True)
+        try:
+            self.prometheus.telemetry_error(component)
+        except Exception:  # pragma: no cover - the counter itself failed; nothing left to do
+            pass
+
+
+def header_map(headers: list[tuple[bytes, bytes]]) -> Mapping[bytes, bytes]:
+    """First value of each (already lower-case) ASGI header."""
+    out: dict[bytes, bytes] = {}
+    for name, value in headers:
+        out.setdefault(name, value)
+    return out
