@@ -98,7 +98,7 @@ class LLMObs:
         return OTelSink(
             self.tracer_provider,
             self.meter_provider,
-            provider_name=self.settings.provider or provider_name(self.settings.upstream_url),
+            provider_name=provider_name(self.settings.upstream_url, self.settings.provider),
             server_address=self.upstream.host,
             server_port=self.upstream.port,
         )
@@ -148,7 +148,7 @@ def _load_prices(settings: Settings) -> Any:
     from .providers import pricing_provider
 
     return PriceTable.load(
-        provider=settings.provider or pricing_provider(settings.upstream_url), price_file=settings.price_file
+        provider=pricing_provider(settings.upstream_url, settings.provider), price_file=settings.price_file
     )
 
 

@@ -1,0 +1,106 @@
+"""Command line: serve, simulate, demo, dashboards."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    flags = {"upstream_url": args.upstream, "host": args.host, "port": args.port}
+    try:
+        settings = load_settings(flags, config_file=args.config)
+        app = create_app(settings)
+    except (ConfigError, ValueError) as exc:
+        print(f"llmobs: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"llmobs {__version__}: proxying http://{settings.host}:{settings.port} -> {settings.upstream_url}"
+          f"  (metrics: http://{settings.host}:{settings.port}/metrics)", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                log_level=settings.log_level, access_log=False, lifespan="on")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .simulator import SimConfig, create_app
+
+    config = SimConfig(ttft=args.ttft, chunk_gap=args.chunk_gap, output_tokens=args.output_tokens)
+    print(f"llmobs simulated upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    uvicorn.run(create_app(config), host=args.host, port=args.port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(duration=args.duration, concurrency=args.concurrency)
+
+
+def _dashboards(args: argparse.Namespace) -> int:
+    from .dashboards import write_dashboards
+
+    for path in write_dashboards(args.out):
+        print(path)
+    return 0
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="llmobs", description="Observability proxy for OpenAI-compatible LLM APIs.")
+    root.add_argument("--version", action="version", version=f"llmobs {__version__}")
+    sub = root.add_subparsers(dest="command", required=True)
+    defaults = Settings.model_fields
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--upstream", metavar="URL",
+                       help=f"upstream API base URL [LLMOBS_UPSTREAM_URL; default {defaults['upstream_url'].default}]")
+    serve.add_argument("--host", help=f"address to bind [LLMOBS_HOST; default {defaults['host'].default}]")
+    serve.add_argument("--port", help=f"port to bind [LLMOBS_PORT; default {defaults['port'].default}]")
+    serve.add_argument("--config", metavar="FILE", help="YAML config file [LLMOBS_CONFIG]")
+    serve.set_defaults(run=_serve)
+
+    sim = sub.add_parser("simulate", help="run the simulated OpenAI-compatible upstream")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8000)
+    sim.add_argument("--ttft", type=_non_negative, default=0.0, help="seconds to the first token")
+    sim.add_argument("--chunk-gap", type=_non_negative, default=0.0, help="seconds between stream chunks")
+    sim.add_argument("--output-tokens", type=int, default=20, help="output tokens per response")
+    sim.set_defaults(run=_simulate)
+
+    demo = sub.add_parser("demo", help="zero-setup tour: simulated upstream, proxy, traffic, summary")
+    demo.add_argument("--duration", type=_non_negative, default=15.0, help="seconds of traffic (default 15)")
+    demo.add_argument("--concurrency", type=int, default=4)
+    demo.set_defaults(run=_demo)
+
+    dash = sub.add_parser("dashboards", help="write the Grafana dashboards as JSON")
+    dash.add_argument("--out", default="dashboards", help="output directory")
+    dash.set_defaults(run=_dashboards)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
