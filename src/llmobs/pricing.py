@@ -1,0 +1,261 @@
+"""Request cost in USD: the user's price file first, then genai-prices' bundled data.
+
+genai-prices is used strictly offline. We read its bundled `genai_prices.data.providers`
+list and call `ModelInfo.calc_price` on it directly, never `genai_prices.calc_price`: that
+one consults the process-wide snapshot, which `UpdatePrices` (a thread fetching JSON from
+GitHub) may have replaced. Nothing here starts `UpdatePrices`, so no thread and no HTTP.
+
+Cost of `PriceTable.price`, measured on the dev box: a price-file model ~3 µs; an unknown
+model ~1 µs once its miss is cached (genai-prices takes 0.2-3 ms to scan for a model and
+remembers no misses); a bundled model 200-350 µs, nearly all inside genai-prices' own
+unit-registry arithmetic (`ModelInfo.calc_price`), since the model lookup is cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from genai_prices.data import providers as BUNDLED_PROVIDERS
+from genai_prices.types import ModelInfo, Provider
+from genai_prices.types import Usage as GenaiUsage
+
+from llmobs import providers
+from llmobs.records import Usage
+
+log = logging.getLogger(__name__)
+
+_PER_MILLION = Decimal(1_000_000)
+_LOOKUP_CACHE_SIZE = 4096  # distinct model names remembered; clients choose them, so bounded
+_RATE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+Match = tuple[Provider, ModelInfo]
+
+
+class PriceFileError(ValueError):
+    """The price file is unreadable or invalid; the message names the file and the entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRates:
+    """Prices of one price-file model, USD per million tokens."""
+
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal
+    cache_write: Decimal
+    reasoning: Decimal
+
+    def cost(self, usage: Usage) -> Decimal:
+        """USD for a complete, consistent usage (see `_priceable`)."""
+        assert usage.input_tokens is not None and usage.output_tokens is not None
+        cache_read = usage.cache_read_tokens or 0
+        cache_write = usage.cache_write_tokens or 0
+        reasoning = usage.reasoning_tokens or 0
+        micro_usd = (
+            (usage.input_tokens - cache_read - cache_write) * self.input
+            + cache_read * self.cache_read
+            + cache_write * self.cache_write
+            + (usage.output_tokens - reasoning) * self.output
+            + reasoning * self.reasoning
+        )
+        return micro_usd / _PER_MILLION
+
+
+class PriceTable:
+    """Prices requests: price-file models by exact name, then genai-prices' bundled data."""
+
+    def __init__(
+        self, overrides: Mapping[str, ModelRates], find: Callable[[str], Match | None] | None
+    ) -> None:
+        self._overrides = dict(overrides)
+        # genai-prices does not remember misses, and a miss scans every model: cache both.
+        self._find = None if find is None else lru_cache(maxsize=_LOOKUP_CACHE_SIZE)(find)
+
+    @classmethod
+    def load(cls, *, provider: str | None, price_file: str | Path | None) -> PriceTable:
+        """Build the table at start-up; a bad price file raises PriceFileError.
+
+        `provider` is a genai-prices id or a semconv name (see `providers.lookup`); None means the
+        upstream is unknown, and a model is then priced by the provider its name belongs to
+        (`gpt-*` by OpenAI, `claude*` by Anthropic, ...), as genai-prices does without a provider.
+        A provider genai-prices lacks (e.g. "vllm") gets the price file's prices only.
+        """
+        overrides = read_price_file(Path(price_file)) if price_file is not None else {}
+        return cls(overrides, _bundled_finder(provider))
+
+    def price(self, model: str | None, usage: Usage, *, at: datetime | None = None) -> Decimal | None:
+        """USD for one request, or None when it cannot be priced: never 0 for an unknown model.
+
+        `at` is the request's wall-clock time (default now): some prices depend on the date or
+        the time of day (DeepSeek's off-peak hours).
+        """
+        if not model or not _priceable(usage):
+            return None
+        rates = self._overrides.get(model)
+        if rates is not None:
+            return rates.cost(usage)
+        found = None if self._find is None else self._find(model)
+        if found is None:
+            return None
+        provider, info = found
+        calc = info.calc_price(_genai_usage(usage), provider, genai_request_timestamp=at or datetime.now(UTC))
+        return calc.total_price
+
+
+def _priceable(usage: Usage) -> bool:
+    """Input and output reported, and the subsets no larger than their totals."""
+    if usage.input_tokens is None or usage.output_tokens is None:
+        return False
+    cached = (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
+    if cached > usage.input_tokens or (usage.reasoning_tokens or 0) > usage.output_tokens:
+        log.debug("inconsistent usage, not priced: %r", usage)
+        return False
+    return True
+
+
+def _genai_usage(usage: Usage) -> GenaiUsage:
+    """Our usage in genai-prices' terms; it leaves out None (unreported) values itself.
+
+    genai-prices bills a subset the model has a rate for (cache read/write, reasoning) at that
+    rate and takes it out of its total; a subset without a rate stays in the total and pays its
+    rate. That is the price-file formula, so cached input is never billed twice.
+    """
+    return GenaiUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        output_reasoning_tokens=usage.reasoning_tokens,
+    )
+
+
+# ---- genai-prices lookup ---------------------------------------------------------------
+
+
+def _bundled_finder(provider: str | None) -> Callable[[str], Match | None] | None:
+    """How to find a model in the bundled data for this provider; None when there is none."""
+    if not provider:
+        return _find_by_family
+    pricing_id = providers.lookup(provider).pricing
+    bundled = next((p for p in BUNDLED_PROVIDERS if p.id == pricing_id), None)
+    if bundled is None:
+        log.info("genai-prices has no provider %r: only the price file prices requests", pricing_id)
+        return None
+    return lambda model: _find_in(bundled, model)
+
+
+def _find_in(provider: Provider, model: str) -> Match | None:
+    """The model in this provider, or in those it resells (Azure: OpenAI's; Google: Anthropic's)."""
+    info = provider.find_model(model, all_providers=BUNDLED_PROVIDERS)
+    return None if info is None else (provider, info)
+
+
+def _find_by_family(model: str) -> Match | None:
+    """genai-prices' rule without a provider: the first provider whose name pattern matches."""
+    ref = model.lower()
+    for provider in BUNDLED_PROVIDERS:
+        if provider.model_match is not None and provider.model_match.is_match(ref):
+            return _find_in(provider, ref)
+    return None
+
+
+# ---- the price file --------------------------------------------------------------------
+
+
+class _Number(str):
+    """A YAML int or float scalar kept as written, so it becomes an exact Decimal."""
+
+
+class _PriceFileLoader(yaml.SafeLoader):
+    """Safe loading, numbers kept as text, and duplicate keys rejected (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def _construct_number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Number:
+    return _Number(node.value)
+
+
+_PriceFileLoader.add_constructor("tag:yaml.org,2002:int", _construct_number)
+_PriceFileLoader.add_constructor("tag:yaml.org,2002:float", _construct_number)
+# YAML 1.1 (PyYAML) reads `1e-6` as a string; read it as the number YAML 1.2 and users expect.
+_PriceFileLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def read_price_file(path: Path) -> dict[str, ModelRates]:
+    """Parse and validate a price file: `models: {name: {input, output, cache_read?, ...}}`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PriceFileError(f"price file {path}: cannot read it: {exc}") from exc
+    try:
+        document = yaml.load(text, Loader=_PriceFileLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise PriceFileError(f"price file {path}: invalid YAML: {exc}") from exc
+    if not isinstance(document, dict) or set(document) != {"models"}:
+        raise PriceFileError(f"price file {path}: expected a mapping with the single key 'models'")
+    models = document["models"]
+    if not isinstance(models, dict):
+        raise PriceFileError(f"price file {path}: 'models' must map model names to prices")
+    return {_model_name(path, name): _model_rates(path, str(name), entry) for name, entry in models.items()}
+
+
+def _model_name(path: Path, name: object) -> str:
+    if not isinstance(name, str) or not name:  # `_Number` is a str: `3.5:` keeps its text
+        raise PriceFileError(f"price file {path}: model name {name!r} must be a non-empty string")
+    return str(name)
+
+
+def _model_rates(path: Path, model: str, entry: object) -> ModelRates:
+    where = f"price file {path}: model {model!r}"
+    if not isinstance(entry, dict):
+        raise PriceFileError(f"{where}: expected a mapping of prices, got {entry!r}")
+    unknown = sorted(str(key) for key in entry if key not in _RATE_KEYS)
+    if unknown:
+        allowed = ", ".join(_RATE_KEYS)
+        raise PriceFileError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {allowed})")
+    missing = [key for key in ("input", "output") if key not in entry]
+    if missing:
+        raise PriceFileError(f"{where}: missing required price(s) {', '.join(missing)}")
+    rates = {key: _price(where, key, value) for key, value in entry.items()}
+    return ModelRates(
+        input=rates["input"],
+        output=rates["output"],
+        cache_read=rates.get("cache_read", rates["input"]),
+        cache_write=rates.get("cache_write", rates["input"]),
+        reasoning=rates.get("reasoning", rates["output"]),
+    )
+
+
+def _price(where: str, key: str, value: object) -> Decimal:
+    """A non-negative, finite USD-per-million price, exactly as written."""
+    if not isinstance(value, _Number):
+        hint = "; write numbers unquoted" if isinstance(value, str) else ""
+        raise PriceFileError(f"{where}: {key} must be a number (USD per million tokens), got {value!r}{hint}")
+    try:
+        price = Decimal(value)
+    except InvalidOperation:
+        price = Decimal("NaN")
+    if not price.is_finite() or price < 0:
+        raise PriceFileError(f"{where}: {key} must be a finite number >= 0, got {str(value)!r}")
+    return price
