@@ -46,6 +46,21 @@ def bucket(name: str) -> str:
     return name + "_bucket"
 
 
+HISTOGRAMS = (n.REQUEST_DURATION, n.TIME_TO_FIRST_TOKEN, n.TIME_PER_OUTPUT_TOKEN, n.REASONING_DURATION,
+              n.REQUEST_TOKENS, n.PROXY_OVERHEAD)
+GAUGES = (n.REQUESTS_IN_FLIGHT, n.BUILD_INFO)
+COUNTERS = (n.REQUESTS, n.TOKENS, n.ESTIMATED_TOKENS, n.FINISH_REASONS, n.COST_USD, n.UNPRICED_REQUESTS,
+            n.USAGE_MISSING, n.TELEMETRY_ERRORS)
+
+
+def known_series() -> frozenset[str]:
+    """Every series name llmobs exposes, as PromQL sees it (counters with _total, histogram parts)."""
+    return frozenset(
+        [counter(c) for c in COUNTERS] + list(GAUGES)
+        + [h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")]
+    )
+
+
 def sel(series: str, matchers: str = "") -> str:
     """`series{matchers}`, with no braces when there is nothing to match."""
     return f"{series}{{{matchers}}}" if matchers else series
@@ -347,14 +362,14 @@ def overview_cost() -> list[Panel]:
 def overview_health() -> list[Panel]:
     return [
         single("Replicas reporting", "Proxy processes Prometheus currently scrapes (one build_info series "
-               "each).", "short", f"count({n.BUILD_INFO})", ((None, "red"), (1, "green")), graph=False),
+               "each).", "short", f"count({n.BUILD_INFO})", ((None, "red"), (1, "green")), (6, 4), graph=False),
         single("In flight", "Requests the proxy is relaying right now, all replicas.", "short",
-               f"sum({n.REQUESTS_IN_FLIGHT})"),
+               f"sum({n.REQUESTS_IN_FLIGHT})", size=(6, 4)),
         single("Telemetry errors (range)", "Failures inside accounting or sinks. Traffic is unaffected, but "
                "metrics may be incomplete.", "short", or_zero(increase_sum(counter(n.TELEMETRY_ERRORS))),
-               ((None, "green"), (1, "red")), graph=False),
+               ((None, "green"), (1, "red")), (6, 4), graph=False),
         single("Proxy overhead p99", "99th percentile of time spent inside the proxy itself.", "s",
-               quantile(0.99, n.PROXY_OVERHEAD), ((None, "green"), (0.005, "yellow"), (0.05, "red"))),
+               quantile(0.99, n.PROXY_OVERHEAD), ((None, "green"), (0.005, "yellow"), (0.05, "red")), (6, 4)),
         ts("Proxy overhead", "Time spent in the proxy itself, not waiting on the client or the upstream.",
            "s", query(quantile(0.5, n.PROXY_OVERHEAD), "p50"), query(quantile(0.99, n.PROXY_OVERHEAD), "p99"),
            thresholds=((None, "green"), (0.05, "red")), size=(8, 8)),
