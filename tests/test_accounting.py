@@ -223,7 +223,7 @@ def test_non_streamed_chat_body() -> None:
 def test_embeddings_usage_has_input_only() -> None:
     acc = ENDPOINTS["embeddings"].accumulator(info("embeddings", stream=False), 0.0)
     acc.on_body(b'{"object":"list","data":[],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}')
-    assert acc.finish(Outcome.COMPLETED, 200, 1.0).usage == Usage(input_tokens=8)
+    assert acc.finish(Outcome.COMPLETED, 200, 1.0).usage == Usage(input_tokens=8, output_tokens=0)
 
 
 def test_cache_write_tokens_and_garbage_counts() -> None:

@@ -5,6 +5,7 @@ No I/O and no clock: every method that needs the time is handed `now`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -20,6 +21,15 @@ _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 _FINISH_SET = re.compile(rb'"finish_reason"\s*:\s*"')
 _ERROR_KEY = b'"error"'
 _DONE = b"[DONE]"
+_NULL_USAGE_FIELD = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
+
+
+def without_null_usage(raw: bytes) -> bytes:
+    """An event's bytes less the `"usage": null` field that include_usage adds to each chunk.
+
+    A quote inside a JSON string is always escaped, so the pattern only matches a key.
+    """
+    return _NULL_USAGE_FIELD.sub(b"", raw) if _USAGE_KEY in raw else raw
 
 
 def _count(value: Any) -> int | None:
@@ -205,9 +215,14 @@ class OtherAccumulator(Accumulator):
 
 
 class EmbeddingsAccumulator(Accumulator):
-    """Embeddings: usage carries prompt tokens only."""
+    """Embeddings: usage carries prompt tokens only; an embedding generates no tokens."""
 
     terminal_seen = True
+
+    def _on_result(self, obj: dict[str, Any]) -> None:
+        super()._on_result(obj)
+        if self.usage is not None and self.usage.input_tokens is not None and self.usage.output_tokens is None:
+            self.usage = dataclasses.replace(self.usage, output_tokens=0)
 
 
 class ChatAccumulator(Accumulator):

@@ -56,6 +56,7 @@ class LLMObs:
         strict: bool = False,
     ) -> None:
         self.settings = settings
+        self.strict = strict
         self.registry = registry if registry is not None else CollectorRegistry()
         self.prometheus = PrometheusSink(self.registry)
         self.tracer_provider, self.meter_provider = tracer_provider, meter_provider
@@ -63,7 +64,8 @@ class LLMObs:
             from .sinks.otel import providers_from_env
 
             self.tracer_provider, self.meter_provider = providers_from_env(
-                on_span_dropped=lambda: self.prometheus.telemetry_error("otel_span_dropped")
+                on_span_dropped=lambda: self.prometheus.telemetry_error("otel_span_dropped"),
+                on_export_failed=lambda n: self.prometheus.telemetry_errors.labels("otel_export_failed").inc(n),
             )
         self.upstream = Upstream(
             settings.upstream_url,
@@ -101,6 +103,7 @@ class LLMObs:
             provider_name=provider_name(self.settings.upstream_url, self.settings.provider),
             server_address=self.upstream.host,
             server_port=self.upstream.port,
+            strict=self.strict,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

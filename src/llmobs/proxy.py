@@ -10,7 +10,7 @@ from time import perf_counter
 from typing import Any, Callable
 
 from . import headers as hp
-from .accounting import Accumulator
+from .accounting import Accumulator, without_null_usage
 from .endpoints import classify
 from .recorder import Recorder, header_map
 from .records import Outcome, RequestInfo
@@ -349,7 +349,7 @@ class _Observer:
                 except Exception:
                     self._broke()
             if keep:
-                out.append(event.raw)
+                out.append(without_null_usage(event.raw))
         return b"".join(out)
 
     def close(self) -> bytes:

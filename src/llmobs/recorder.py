@@ -67,10 +67,11 @@ class Recorder:
         model = self.models(obs.request.model)
         tenant = self.tenants(obs.request.tenant)
         trace_id = None
-        if handle is not None:
+        if self.otel is not None and obs.request.operation is not None:
             try:
                 self.otel.record(obs, handle)
-                trace_id = handle.trace_id
+                if handle is not None:
+                    trace_id = format(handle.span.get_span_context().trace_id, "032x")
             except Exception:
                 self.failed("otel")
         try:

@@ -1,0 +1,79 @@
+"""Shared fixtures: a simulated upstream and a proxy in front of it, on loopback ports."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from llmobs.app import LLMObs, create_app  # noqa: E402
+from llmobs.config import Settings  # noqa: E402
+from llmobs.serving import ServerThread, serve  # noqa: E402
+from llmobs.simulator import SimConfig  # noqa: E402
+from llmobs.simulator import create_app as create_simulator  # noqa: E402
+
+
+class Proxied:
+    """A running proxy, its app and registry."""
+
+    def __init__(self, server: ServerThread, app: LLMObs, registry: CollectorRegistry) -> None:
+        self.server = server
+        self.app = app
+        self.registry = registry
+        self.url = server.url
+        self.base_url = server.url + "/v1"
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until no request is in flight: a request is recorded just after its last byte."""
+        deadline = time.monotonic() + timeout
+        while self.app.proxy.in_flight:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.app.proxy.in_flight} requests still in flight")
+            time.sleep(0.005)
+
+    def total(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include `labels`, once traffic has settled."""
+        self.settle()
+        total = 0.0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[ServerThread]:
+    with serve(create_simulator(SimConfig())) as server:
+        yield server
+
+
+@pytest.fixture
+def make_proxy() -> Iterator[Callable[..., Proxied]]:
+    """Start proxies in front of any upstream URL; each with a fresh registry."""
+    started: list[ServerThread] = []
+
+    def start(upstream_url: str, **settings: Any) -> Proxied:
+        kwargs = {k: settings.pop(k) for k in ("tracer_provider", "meter_provider") if k in settings}
+        registry = CollectorRegistry()
+        app = create_app(Settings(upstream_url=upstream_url, **settings), registry=registry,
+                         otel_from_env=False, strict=True, **kwargs)
+        server = ServerThread(app).start()
+        started.append(server)
+        return Proxied(server, app, registry)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def proxy(upstream: ServerThread, make_proxy: Callable[..., Proxied]) -> Proxied:
+    return make_proxy(upstream.url + "/v1", provider="openai")
