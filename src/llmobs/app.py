@@ -87,6 +87,7 @@ class LLMObs:
             upstream_authorization=f"Bearer {key.get_secret_value()}" if key else None,
             inject_stream_usage=settings.inject_stream_usage,
             max_body_bytes=settings.max_body_bytes,
+            capture_content=settings.capture_content,
         )
         self.admin = admin_app(self)
         self.ready = False

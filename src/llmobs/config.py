@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 ENV_PREFIX = "LLMOBS_"
 CONFIG_ENV = "LLMOBS_CONFIG"
+# The OpenTelemetry GenAI instrumentations' switch for content capture; honoured too.
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 
 class ConfigError(ValueError):
@@ -40,6 +42,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
     max_connections: int = Field(4096, ge=1)
     log_level: str = "info"
+    shutdown_grace_seconds: float = Field(30.0, ge=0)  # SIGTERM: drain in-flight requests this long
+    admin_port: int | None = Field(None, ge=0, le=65535)  # serve /metrics etc. on their own port
+    admin_token: SecretStr | None = None  # require "Authorization: Bearer <token>" on admin routes
+    capture_content: bool = False  # record prompts and completions on spans (opt-in)
+    redact_content: bool = True  # mask secrets and personal data in captured content
+    redact_patterns: list[str] = Field(default_factory=list)  # extra regexes to mask
+    workers: int = Field(1, ge=1)
 
     @field_validator("upstream_url")
     @classmethod
@@ -115,6 +124,8 @@ def load_settings(
         name = ENV_PREFIX + key.upper()
         if name in environ:
             values[key], origin[key] = environ[name], name
+    if "capture_content" not in values and CAPTURE_ENV in environ:
+        values["capture_content"], origin["capture_content"] = environ[CAPTURE_ENV], CAPTURE_ENV
     for key, value in (flags or {}).items():
         if value is not None:
             values[key], origin[key] = value, _flag(key)

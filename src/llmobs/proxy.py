@@ -69,6 +69,7 @@ class Proxy:
         upstream_authorization: str | None = None,
         inject_stream_usage: bool = True,
         max_body_bytes: int = 64 * 1024 * 1024,
+        capture_content: bool = False,
     ) -> None:
         self.upstream = upstream
         self.recorder = recorder
@@ -76,6 +77,7 @@ class Proxy:
         self.authorization = upstream_authorization.encode("latin-1") if upstream_authorization else None
         self.inject_stream_usage = inject_stream_usage
         self.max_body_bytes = max_body_bytes
+        self.capture_content = capture_content
         self.rejects_usage_option = False  # learnt from the upstream; see _retry_without_usage_option
         self.in_flight = 0
 
@@ -142,6 +144,7 @@ class _Exchange:
             tenant=tenant_of(hmap, self.proxy.tenant_header),
             params=parsed.params,
             usage_injected=parsed.usage_injected,
+            capture_content=self.proxy.capture_content,
         )
         self.acc = self.endpoint.accumulator(info, self.start, strip_usage_chunk=parsed.usage_injected)
         self.handle = recorder.start(info, headers, self.start)

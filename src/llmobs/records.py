@@ -96,6 +96,7 @@ class RequestInfo:
     tenant: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # generation parameters (semconv names)
     usage_injected: bool = False  # the proxy added stream_options.include_usage
+    capture_content: bool = False  # the user opted in to recording prompts and completions
 
 
 @dataclass(frozen=True, slots=True)
