@@ -598,8 +598,9 @@ def render(model: dict[str, Any]) -> str:
     return json.dumps(model, indent=2, sort_keys=True) + "\n"
 
 
-def write_dashboards(out_dir: Path) -> list[Path]:
+def write_dashboards(out_dir: Path | str) -> list[Path]:
     """Write every dashboard as JSON into `out_dir`; returns the paths written."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for filename, model in build_dashboards().items():
