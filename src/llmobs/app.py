@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from .config import Settings
+from .config import Settings, multiprocess_dir
 from .proxy import Proxy, Scope, Receive, Send
 from .recorder import Recorder
 from .sinks.prometheus import PrometheusSink
@@ -20,14 +23,25 @@ log = logging.getLogger("llmobs")
 ADMIN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
-def admin_app(app: LLMObs) -> FastAPI:
-    """/metrics, /healthz and /readyz."""
+def admin_app(
+    registry: Callable[[], CollectorRegistry], ready: Callable[[], bool], *, token: str | None = None
+) -> FastAPI:
+    """/metrics, /healthz and /readyz; /metrics behind a bearer token when one is set.
+
+    The probes stay open: they reveal nothing, and orchestrators call them without credentials.
+    """
     admin = FastAPI(title="llmobs admin", docs_url=None, redoc_url=None, openapi_url=None)
+    expected = f"Bearer {token}".encode() if token else None
 
     @admin.get("/metrics")
     def metrics(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode("latin-1", "replace")
+            if not hmac.compare_digest(given, expected):
+                return Response(b'{"error":"unauthorized"}', status_code=401, media_type="application/json",
+                                headers={"www-authenticate": "Bearer"})
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(app.registry), media_type=content_type)
+        return Response(encoder(registry()), media_type=content_type)
 
     @admin.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -35,11 +49,24 @@ def admin_app(app: LLMObs) -> FastAPI:
 
     @admin.get("/readyz")
     def readyz() -> Response:
-        if app.ready:
+        if ready():
             return Response(b'{"status":"ready"}', media_type="application/json")
         return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
 
     return admin
+
+
+def scrape_registry(registry: CollectorRegistry, multiproc_dir: str | None) -> Callable[[], CollectorRegistry]:
+    """What /metrics exposes: this process's registry, or the sum over every worker's files."""
+    if multiproc_dir is None:
+        return lambda: registry
+
+    def collect_all() -> CollectorRegistry:
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=multiproc_dir)
+        return merged
+
+    return collect_all
 
 
 class LLMObs:
@@ -89,7 +116,11 @@ class LLMObs:
             max_body_bytes=settings.max_body_bytes,
             capture_content=settings.capture_content,
         )
-        self.admin = admin_app(self)
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        self.scrape = scrape_registry(self.registry, multiprocess_dir())
+        self.admin = admin_app(self.scrape, lambda: self.ready, token=token)
+        # With an admin port, /metrics etc. are served there, and this app proxies every path.
+        self.admin_paths = ADMIN_PATHS if settings.admin_port is None else frozenset()
         self.ready = False
 
     def _otel_sink(self) -> Any:
@@ -110,7 +141,7 @@ class LLMObs:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if scope["path"] in ADMIN_PATHS:
+            if scope["path"] in self.admin_paths:
                 await self.admin(scope, receive, send)
             else:
                 await self.proxy(scope, receive, send)

@@ -12,22 +12,22 @@ from .config import ConfigError, Settings, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .server import run
 
-    from .app import create_app
-
-    flags = {"upstream_url": args.upstream, "host": args.host, "port": args.port}
+    flags = {"upstream_url": args.upstream, "host": args.host, "port": args.port, "workers": args.workers}
     try:
         settings = load_settings(flags, config_file=args.config)
-        app = create_app(settings)
+        if settings.price_file is not None:  # a bad price file stops the start, not the first request
+            from .pricing import read_price_file
+
+            read_price_file(settings.price_file)
     except (ConfigError, ValueError) as exc:
         print(f"llmobs: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"llmobs {__version__}: proxying http://{settings.host}:{settings.port} -> {settings.upstream_url}"
-          f"  (metrics: http://{settings.host}:{settings.port}/metrics)", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                log_level=settings.log_level, access_log=False, lifespan="on")
+          f" with {settings.workers} worker(s)", file=sys.stderr)
+    run(settings)
     return 0
 
 
@@ -75,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
                        help=f"upstream API base URL [LLMOBS_UPSTREAM_URL; default {defaults['upstream_url'].default}]")
     serve.add_argument("--host", help=f"address to bind [LLMOBS_HOST; default {defaults['host'].default}]")
     serve.add_argument("--port", help=f"port to bind [LLMOBS_PORT; default {defaults['port'].default}]")
+    serve.add_argument("--workers", help="worker processes [LLMOBS_WORKERS; default 1]")
     serve.add_argument("--config", metavar="FILE", help="YAML config file [LLMOBS_CONFIG]")
     serve.set_defaults(run=_serve)
 

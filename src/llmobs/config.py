@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 ENV_PREFIX = "LLMOBS_"
 CONFIG_ENV = "LLMOBS_CONFIG"
+# Set by `llmobs serve --workers N` for its workers: the parent's validated settings, as JSON.
+WORKER_SETTINGS_ENV = "LLMOBS_WORKER_SETTINGS"
+# prometheus_client's multiprocess directory; private to one llmobs instance.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The OpenTelemetry GenAI instrumentations' switch for content capture; honoured too.
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -117,6 +122,8 @@ def load_settings(
 ) -> Settings:
     """Settings from flags > LLMOBS_* environment > config file > defaults."""
     environ = os.environ if environ is None else environ
+    if WORKER_SETTINGS_ENV in environ:
+        return Settings.model_validate_json(environ[WORKER_SETTINGS_ENV])
     config_file = config_file or environ.get(CONFIG_ENV)
     values: dict[str, Any] = _read_file(config_file) if config_file else {}
     origin = {key: f"{key!r} in {config_file}" for key in values}
@@ -152,3 +159,17 @@ def _explain(exc: ValidationError, origin: Mapping[str, str]) -> str:
             message += f", got {error['input']!r}"
         lines.append(f"{where}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def worker_settings_json(settings: Settings) -> str:
+    """The settings for worker processes, secrets included (they travel in the environment)."""
+    data = settings.model_dump(mode="json")
+    for key, value in settings:
+        if isinstance(value, SecretStr):
+            data[key] = value.get_secret_value()
+    return json.dumps(data)
+
+
+def multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Prometheus multiprocess directory this process writes to, if any."""
+    return (os.environ if environ is None else environ).get(MULTIPROC_ENV) or None

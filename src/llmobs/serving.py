@@ -30,7 +30,8 @@ class ServerThread:
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         config.setdefault("log_level", "warning")
-        cfg = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on", **config)
+        config.setdefault("lifespan", "on")
+        cfg = uvicorn.Config(app, loop="uvloop", http="httptools", **config)
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"uvicorn-{self.port}")
 

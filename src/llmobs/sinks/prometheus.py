@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from .. import __version__
 from .. import names as n
@@ -13,6 +13,7 @@ class PrometheusSink:
     """Turns observations into Prometheus series. Labels arrive already bounded."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        disable_created_metrics()  # `_created` series only double the exposition
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(name, doc, labels, registry=registry)
 

@@ -1,0 +1,91 @@
+"""Run the proxy: one process or N workers, an optional admin port, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from typing import Any
+
+import uvicorn
+
+from .config import MULTIPROC_ENV, WORKER_SETTINGS_ENV, Settings, worker_settings_json
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "access_log": False,  # paths and queries can carry secrets
+        "lifespan": "on",
+        # SIGTERM: stop accepting, let in-flight requests and streams finish, then cancel them.
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
+        "timeout_keep_alive": 75,  # above common client and load-balancer idle timeouts
+    }
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    if settings.workers > 1:
+        _run_workers(settings)
+        return
+    from .app import create_app
+
+    app = create_app(settings)
+    admin = _start_admin(settings, app.scrape, lambda: app.ready)
+    try:
+        uvicorn.run(app, **_uvicorn_options(settings))
+    finally:
+        if admin is not None:
+            admin.stop()
+
+
+def _run_workers(settings: Settings) -> None:
+    """N worker processes behind one socket; /metrics sums all of them exactly.
+
+    Each instance gets its own fresh multiprocess directory, so two instances on one host
+    never share or wipe each other's counters; it is removed on exit.
+    """
+    directory = tempfile.mkdtemp(prefix="llmobs-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    os.environ[WORKER_SETTINGS_ENV] = worker_settings_json(settings)
+    admin = None
+    try:
+        from .app import scrape_registry
+
+        if settings.admin_port is not None:
+            from prometheus_client import CollectorRegistry
+
+            admin = _start_admin(settings, scrape_registry(CollectorRegistry(), directory),
+                                 lambda: _accepts(settings.host, settings.port))
+        uvicorn.run("llmobs.app:create_app", factory=True, workers=settings.workers, **_uvicorn_options(settings))
+    finally:
+        if admin is not None:
+            admin.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _start_admin(settings: Settings, registry: Any, ready: Any) -> Any:
+    if settings.admin_port is None:
+        return None
+    from .app import admin_app
+    from .serving import ServerThread
+
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    server = ServerThread(admin_app(registry, ready, token=token), host=settings.host, port=settings.admin_port,
+                          lifespan="off")
+    print(f"llmobs: admin routes on http://{settings.host}:{server.port}", file=sys.stderr)
+    return server.start()
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,133 @@
+"""`llmobs serve --workers 2`: /metrics sums every worker exactly; instances never share state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from llmobs.metrics_text import read_metrics
+from llmobs.serving import ServerThread, bound_socket
+
+MESSAGES = [{"role": "user", "content": "count me"}]
+
+
+def free_port() -> int:
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+class Instance:
+    """`llmobs serve` in a subprocess."""
+
+    def __init__(self, upstream: str, tmp: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        env = {**os.environ, "TMPDIR": str(tmp), "LLMOBS_LOG_LEVEL": "warning"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log = tmp / f"serve-{self.port}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "llmobs.cli", "serve", "--upstream", upstream, "--port", str(self.port),
+                 "--workers", str(workers)],
+                env=env, stdout=subprocess.DEVNULL, stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("llmobs serve did not start: " + self.log.read_text()[-2000:])
+            time.sleep(0.1)
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=10).text
+
+    def requests_total(self) -> float:
+        return sum(read_metrics(self.metrics()).sum_by("llmobs_requests_total").values())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def instance(upstream: ServerThread, tmp_path: Path) -> Iterator[Instance]:
+    server = Instance(upstream.url + "/v1", tmp_path)
+    yield server
+    server.stop()
+
+
+def drive(base_url: str, count: int, threads: int = 16) -> None:
+    """`count` requests, half streamed, from `threads` concurrent clients."""
+    def work(ids: range) -> None:
+        with httpx.Client(timeout=30) as http:
+            for i in ids:
+                body = {"model": f"m{i % 3}", "messages": MESSAGES, "stream": i % 2 == 0}
+                response = http.post(base_url + "/v1/chat/completions", json=body,
+                                     headers={"x-llmobs-tenant": f"t{i % 2}"})
+                assert response.status_code == 200
+    pool = [threading.Thread(target=work, args=(range(k, count, threads),)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+
+def test_two_workers_sum_exactly_under_concurrent_traffic(instance: Instance) -> None:
+    scrapes: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            scrapes.append(instance.requests_total())
+            time.sleep(0.02)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    drive(instance.url, 600)
+    stop.set()
+    scraper.join()
+    samples = read_metrics(instance.metrics())
+    assert sum(samples.sum_by("llmobs_requests_total").values()) == 600
+    tokens = samples.sum_by("llmobs_tokens_total", "type")
+    assert tokens[("input",)] == 600 * (2 + 3) and tokens[("output",)] == 600 * 20
+    assert samples.sum_by("llmobs_request_duration_seconds_count") == {(): 600}
+    assert samples.sum_by("llmobs_time_to_first_token_seconds_count") == {(): 300}
+    assert samples.sum_by("llmobs_requests_in_flight") == {(): 0}
+    assert samples.sum_by("llmobs_build_info") == {(): 1}
+    assert scrapes == sorted(scrapes), "a counter went backwards between scrapes"
+    # Both workers took traffic: each wrote its own counter file.
+    (directory,) = [p for p in instance.tmp.iterdir() if p.name.startswith("llmobs-metrics-")]
+    assert len(list(directory.glob("counter_*.db"))) == 2
+
+
+def test_two_instances_on_one_host_keep_their_own_counts(upstream: ServerThread, tmp_path: Path) -> None:
+    first = Instance(upstream.url + "/v1", tmp_path)
+    second = Instance(upstream.url + "/v1", tmp_path)
+    try:
+        drive(first.url, 50, threads=4)
+        drive(second.url, 30, threads=4)
+        assert first.requests_total() == 50 and second.requests_total() == 30
+    finally:
+        first.stop()
+        second.stop()
+    assert not list(tmp_path.glob("llmobs-metrics-*")), "state left behind"
