@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -30,7 +31,11 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def run(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT."""
+    """Serve until SIGTERM/SIGINT, drain, exit with status 0."""
+    # uvicorn drains, restores the handlers it found, then re-raises the signal it caught;
+    # a no-op handler turns that into a clean exit instead of death by signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     if settings.workers > 1:
         _run_workers(settings)
         return

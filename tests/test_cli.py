@@ -1,0 +1,113 @@
+"""The command line, run as a user would: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+from llmobs.serving import ServerThread, bound_socket, serve
+from llmobs.simulator import SimConfig, create_app
+
+LLMOBS = [sys.executable, "-m", "llmobs.cli"]
+
+
+def free_port() -> int:
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LLMOBS, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def start(*args: str, env: dict[str, str] | None = None, ready: str | None = None) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([*LLMOBS, *args], env={**os.environ, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while ready is not None:
+        try:
+            httpx.get(ready, timeout=1)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("did not start")
+            time.sleep(0.1)
+    return process
+
+
+def test_bad_flag_value_fails_at_start_naming_the_key() -> None:
+    result = run("serve", "--port", "abc")
+    assert result.returncode == 2 and "--port: Input should be a valid integer" in result.stderr
+
+
+def test_bad_environment_value_fails_at_start_naming_the_key() -> None:
+    result = run("serve", env={"LLMOBS_UPSTREAM_URL": "localhost:8000"})
+    assert result.returncode == 2
+    assert "LLMOBS_UPSTREAM_URL: must be an http(s) URL, got 'localhost:8000'" in result.stderr
+
+
+def test_bad_price_file_fails_at_start(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  my-model:\n    input: -1\n")
+    result = run("serve", env={"LLMOBS_PRICE_FILE": str(prices)})
+    assert result.returncode == 2 and str(prices) in result.stderr and "my-model" in result.stderr
+
+
+def test_demo_runs_and_prints_a_summary_from_metrics() -> None:
+    result = run("demo", "--duration", "3", timeout=90, env={"COLUMNS": "160"})
+    assert result.returncode == 0, result.stderr
+    for heading in ("Requests by model", "Tokens", "Latency by model", "Finish reasons"):
+        assert heading in result.stdout
+    assert "gpt-4o-mini" in result.stdout and "tool_calls" in result.stdout and "unpriced" in result.stdout
+
+
+def test_admin_routes_on_their_own_port_behind_a_token(upstream: ServerThread) -> None:
+    port, admin = free_port(), free_port()
+    env = {"LLMOBS_ADMIN_PORT": str(admin), "LLMOBS_ADMIN_TOKEN": "s3cret-admin"}
+    process = start("serve", "--upstream", upstream.url + "/v1", "--port", str(port), env=env,
+                    ready=f"http://127.0.0.1:{admin}/healthz")
+    try:
+        ok = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert ok.status_code == 200
+        # On the traffic port, /metrics is just another upstream path.
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{admin}/metrics").status_code == 401
+        wrong = httpx.get(f"http://127.0.0.1:{admin}/metrics", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics", headers={"authorization": "Bearer s3cret-admin"})
+        assert metrics.status_code == 200 and "llmobs_requests_total{" in metrics.text
+        assert httpx.get(f"http://127.0.0.1:{admin}/readyz").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_sigterm_drains_an_open_stream_then_exits() -> None:
+    with serve(create_app(SimConfig(chunk_gap=0.1, output_tokens=20))) as slow:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = start("serve", "--upstream", slow.url + "/v1", "--port", str(port), ready=url + "/healthz")
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.Client(timeout=20) as http, http.stream("POST", url + "/v1/chat/completions", json=body) as stream:
+            chunks = stream.iter_raw()
+            next(chunks)
+            process.send_signal(signal.SIGTERM)  # about 2 s of stream left
+            rest = b"".join(chunks)
+        assert rest.endswith(b"data: [DONE]\n\n")
+        assert process.wait(timeout=20) == 0
+        try:
+            httpx.get(url + "/healthz", timeout=1)
+            raise AssertionError("still accepting after shutdown")
+        except httpx.TransportError:
+            pass
