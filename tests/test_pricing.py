@@ -418,3 +418,33 @@ def test_configured_provider_wins_in_either_vocabulary(configured: str, name: st
     url = "https://api.openai.com/v1"
     assert providers.provider_name(url, configured) == name
     assert providers.pricing_provider(url, configured) == pricing
+
+
+def test_linear_fast_path_equals_genai_prices_for_every_flat_bundled_model() -> None:
+    """The read-off rates must give genai-prices' own Decimal, to the last digit."""
+    import random
+
+    from genai_prices.data import providers as bundled
+    from genai_prices.types import Usage as GenaiUsage
+
+    from llmobs.pricing import linear_rates
+
+    rng = random.Random(7)
+    flat = 0
+    for provider in bundled:
+        for info in provider.models:
+            linear = linear_rates(provider, info)
+            if linear is None:
+                continue
+            flat += 1
+            i = rng.randint(0, 300_000)
+            cr = rng.randint(0, i // 2)
+            cw = rng.randint(0, i - cr) if rng.random() < 0.5 else 0
+            o = rng.randint(0, 60_000)
+            r = rng.randint(0, o)
+            expected = info.calc_price(
+                GenaiUsage(input_tokens=i, output_tokens=o, cache_read_tokens=cr, cache_write_tokens=cw,
+                           output_reasoning_tokens=r), provider,
+            ).total_price
+            assert linear.cost(Usage(i, o, cr, cw, r)) == expected, (provider.id, info.id)
+    assert flat > 1000  # most of the table takes the fast path
