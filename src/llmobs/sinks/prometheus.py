@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from .. import __version__
@@ -68,14 +70,15 @@ class PrometheusSink:
         build = Gauge(n.BUILD_INFO, "llmobs build; always 1.", ("version",), registry=registry,
                       multiprocess_mode="max")
         build.labels(__version__).set(1)
-        for endpoint in n.ENDPOINTS:  # show zeros from the start
-            self.in_flight.labels(endpoint)
+        self._in_flight = {endpoint: self.in_flight.labels(endpoint) for endpoint in n.ENDPOINTS}
+        self._requests: dict[tuple[Any, ...], Any] = {}
+        self._bound: dict[tuple[str, str, str, bool], _Series] = {}
 
     def started(self, endpoint: str) -> None:
-        self.in_flight.labels(endpoint).inc()
+        self._in_flight[endpoint].inc()
 
     def ended(self, endpoint: str) -> None:
-        self.in_flight.labels(endpoint).dec()
+        self._in_flight[endpoint].dec()
 
     def telemetry_error(self, component: str) -> None:
         self.telemetry_errors.labels(component).inc()
@@ -83,41 +86,88 @@ class PrometheusSink:
     def record(self, obs: Observation, *, model: str, tenant: str, trace_id: str | None = None) -> None:
         """Record one observation; `model` and `tenant` are the guarded label values."""
         info = obs.request
-        endpoint = info.endpoint
-        stream = "true" if info.stream else "false"
+        series = self._series(info.endpoint, model, tenant, info.stream)
         exemplar = {"trace_id": trace_id} if trace_id else None
-        self.requests.labels(endpoint, model, tenant, stream, str(obs.status_code), obs.outcome.value).inc()
-        self.duration.labels(endpoint, model, stream).observe(obs.timings.duration, exemplar)
-        self.overhead.labels(endpoint).observe(obs.proxy_overhead)
+        key = (info.endpoint, model, tenant, info.stream, obs.status_code, obs.outcome)
+        requests = self._requests.get(key)
+        if requests is None:
+            stream = "true" if info.stream else "false"
+            requests = self._requests[key] = self.requests.labels(
+                info.endpoint, model, tenant, stream, str(obs.status_code), obs.outcome.value
+            )
+        requests.inc()
+        series.duration.observe(obs.timings.duration, exemplar)
+        series.overhead.observe(obs.proxy_overhead)
         ttft = obs.timings.time_to_first_token
         if info.stream and ttft is not None:
-            self.ttft.labels(endpoint, model).observe(ttft, exemplar)
+            series.ttft.observe(ttft, exemplar)
         tpot = obs.time_per_output_token
         if tpot is not None:
-            self.tpot.labels(endpoint, model).observe(tpot)
+            series.tpot.observe(tpot)
         reasoning = obs.timings.reasoning_duration
         if reasoning is not None:
-            self.reasoning.labels(endpoint, model).observe(reasoning)
+            series.reasoning.observe(reasoning)
         for reason in obs.finish_reasons:
-            self.finish_reasons.labels(endpoint, model, reason).inc()
-        self._usage(obs, endpoint, model, tenant)
+            series.finish(reason).inc()
+        self._usage(obs, series)
 
-    def _usage(self, obs: Observation, endpoint: str, model: str, tenant: str) -> None:
+    def _usage(self, obs: Observation, series: _Series) -> None:
         if obs.usage_source is UsageSource.MISSING:
-            self.usage_missing.labels(endpoint, model).inc()
+            series.usage_missing.inc()
             if obs.estimated_output_tokens is not None:
-                self.estimated_tokens.labels(endpoint, model, "output").inc(obs.estimated_output_tokens)
+                series.estimated_output.inc(obs.estimated_output_tokens)
             return
         if obs.usage_source is not UsageSource.REPORTED:
             return
         usage = obs.usage
         for kind, count in usage.by_type().items():
-            self.tokens.labels(endpoint, model, tenant, kind).inc(count)
+            series.token(kind).inc(count)
         if usage.input_tokens is not None:
-            self.request_tokens.labels(endpoint, model, "input").observe(usage.input_tokens)
+            series.request_input.observe(usage.input_tokens)
         if usage.output_tokens is not None:
-            self.request_tokens.labels(endpoint, model, "output").observe(usage.output_tokens)
+            series.request_output.observe(usage.output_tokens)
         if obs.cost is None:
-            self.unpriced.labels(model).inc()
+            series.unpriced.inc()
         else:
-            self.cost.labels(model, tenant).inc(float(obs.cost))
+            series.cost.inc(float(obs.cost))
+
+    def _series(self, endpoint: str, model: str, tenant: str, stream: bool) -> _Series:
+        key = (endpoint, model, tenant, stream)
+        series = self._bound.get(key)
+        if series is None:
+            series = self._bound[key] = _Series(self, endpoint, model, tenant, stream)
+        return series
+
+
+class _Series:
+    """Label children bound once per (endpoint, model, tenant, stream): `.labels()` costs
+    microseconds, and a request touches a dozen series. Bounded, as the labels are."""
+
+    def __init__(self, sink: PrometheusSink, endpoint: str, model: str, tenant: str, stream: bool) -> None:
+        em = (endpoint, model)
+        self._sink, self._em, self._tenant = sink, em, tenant
+        self.duration = sink.duration.labels(endpoint, model, "true" if stream else "false")
+        self.overhead = sink.overhead.labels(endpoint)
+        self.ttft = sink.ttft.labels(*em)
+        self.tpot = sink.tpot.labels(*em)
+        self.reasoning = sink.reasoning.labels(*em)
+        self.usage_missing = sink.usage_missing.labels(*em)
+        self.estimated_output = sink.estimated_tokens.labels(*em, "output")
+        self.request_input = sink.request_tokens.labels(*em, "input")
+        self.request_output = sink.request_tokens.labels(*em, "output")
+        self.cost = sink.cost.labels(model, tenant)
+        self.unpriced = sink.unpriced.labels(model)
+        self._tokens: dict[str, Any] = {}
+        self._finish: dict[str, Any] = {}
+
+    def token(self, kind: str) -> Any:
+        child = self._tokens.get(kind)
+        if child is None:
+            child = self._tokens[kind] = self._sink.tokens.labels(*self._em, self._tenant, kind)
+        return child
+
+    def finish(self, reason: str) -> Any:
+        child = self._finish.get(reason)
+        if child is None:
+            child = self._finish[reason] = self._sink.finish_reasons.labels(*self._em, reason)
+        return child
