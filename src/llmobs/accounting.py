@@ -10,7 +10,8 @@ import json
 import re
 from typing import Any
 
-from .records import Observation, Outcome, RequestInfo, Timings, Usage, UsageSource
+from .content import OutputCapture
+from .records import Content, Observation, Outcome, RequestInfo, Timings, Usage, UsageSource
 from .sse import Event
 
 # Cheap byte checks, so that the bulk of stream chunks is never JSON-decoded once the
@@ -88,6 +89,7 @@ class Accumulator:
     """Collects what one response tells; finishes into an Observation exactly once."""
 
     has_usage = True  # the endpoint reports usage on success
+    has_output = True  # the endpoint generates text (content capture applies)
     terminal_seen = False
 
     def __init__(self, info: RequestInfo, start: float, *, strip_usage_chunk: bool = False) -> None:
@@ -105,6 +107,8 @@ class Accumulator:
         self.reasoning_end: float | None = None
         self.token_events = 0  # stream chunks that carried generated text; for estimates
         self.extra: dict[str, Any] = {}
+        # Completion text, only when the user opted in: off, nothing is collected or parsed.
+        self.output: OutputCapture | None = OutputCapture() if info.capture_content and self.has_output else None
 
     # --- feeding -------------------------------------------------------------
 
@@ -129,6 +133,8 @@ class Accumulator:
         choices = obj.get("choices")
         if isinstance(choices, list):
             self._finish_reasons(choices)
+            if self.output is not None:
+                self.output.chat_choices(choices)
 
     def _identify(self, obj: dict[str, Any]) -> None:
         if self.response_id is None and isinstance(obj.get("id"), str):
@@ -201,13 +207,20 @@ class Accumulator:
             error_type=error_type,
             proxy_overhead=proxy_overhead,
             extra=self.extra,
+            output_content=self._output_content(outcome),
         )
+
+    def _output_content(self, outcome: Outcome) -> Content | None:
+        if self.output is None:
+            return None
+        return self.output.result(self.reasons, failed=outcome is not Outcome.COMPLETED)
 
 
 class OtherAccumulator(Accumulator):
     """Paths we do not understand: timings and status only."""
 
     has_usage = False
+    has_output = False
     terminal_seen = True
 
     def on_body(self, body: bytes) -> None:
@@ -217,6 +230,7 @@ class OtherAccumulator(Accumulator):
 class EmbeddingsAccumulator(Accumulator):
     """Embeddings: usage carries prompt tokens only; an embedding generates no tokens."""
 
+    has_output = False
     terminal_seen = True
 
     def _on_result(self, obj: dict[str, Any]) -> None:
@@ -235,7 +249,7 @@ class ChatAccumulator(Accumulator):
         if data == _DONE:
             self.terminal_seen = True
             return True
-        if self.first_token is not None and not self._worth_parsing(data):
+        if self.first_token is not None and self.output is None and not self._worth_parsing(data):
             self.token_events += 1
             return True
         obj = _loads(data)
@@ -254,7 +268,20 @@ class ChatAccumulator(Accumulator):
         if isinstance(choices, list) and choices:
             self._deltas(choices, now)
             self._finish_reasons(choices)
+            if self.output is not None:
+                self._capture(choices, self.output)
         return True
+
+    @staticmethod
+    def _capture(choices: list[Any], output: OutputCapture) -> None:
+        for position, choice in enumerate(choices):
+            if isinstance(choice, dict):
+                index = choice.get("index") if isinstance(choice.get("index"), int) else position
+                delta = choice.get("delta")
+                if isinstance(delta, dict):
+                    output.delta(index, delta)
+                else:
+                    output.text(index, choice.get("text"))
 
     @staticmethod
     def _worth_parsing(data: bytes) -> bool:
@@ -310,6 +337,10 @@ class ResponsesAccumulator(Accumulator):
             else:
                 self._answer(now)
             self.token_events += 1
+            if self.output is not None:
+                self._capture_delta(kind, obj if obj is not None else _loads(event.data), self.output)
+        elif kind == "response.output_item.added" and self.output is not None:
+            self._capture_item(obj if obj is not None else _loads(event.data), self.output)
         elif kind in _RESPONSE_TERMINAL or kind in _RESPONSE_IDENTITY or kind == "error":
             obj = obj if obj is not None else _loads(event.data)
             if obj is None:
@@ -327,11 +358,34 @@ class ResponsesAccumulator(Accumulator):
                         self._identify(response)
         return True
 
+    @staticmethod
+    def _capture_delta(kind: str, obj: dict[str, Any] | None, output: OutputCapture) -> None:
+        if obj is None:
+            return
+        delta = obj.get("delta")
+        if kind in _RESPONSE_REASONING:
+            output.reasoning(0, delta)
+        elif kind == "response.function_call_arguments.delta":
+            at = obj.get("output_index")
+            output.tool_call(0, at if isinstance(at, int) else 0, None, None, delta)
+        elif kind == "response.output_text.delta" or kind == "response.refusal.delta":
+            output.text(0, delta)
+
+    @staticmethod
+    def _capture_item(obj: dict[str, Any] | None, output: OutputCapture) -> None:
+        item = obj.get("item") if obj is not None else None
+        if isinstance(item, dict) and item.get("type") == "function_call":
+            at = obj.get("output_index") if obj is not None else None
+            output.tool_call(0, at if isinstance(at, int) else 0, item.get("call_id"), item.get("name"), None)
+
     def _on_result(self, obj: dict[str, Any]) -> None:
         self._identify(obj)
         usage = obj.get("usage")
         if isinstance(usage, dict):
             self.usage = parse_usage(usage)
+        output = obj.get("output")
+        if self.output is not None and isinstance(output, list) and output:
+            self.output.responses_output(output)
         status = obj.get("status")
         if status == "failed" or (obj.get("error") and status != "completed"):
             self.error_type = _error_type(obj.get("error"))

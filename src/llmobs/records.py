@@ -86,6 +86,21 @@ class Timings:
 
 
 @dataclass(frozen=True, slots=True)
+class Content:
+    """Captured prompt or completion text (opt-in), in the GenAI conventions' message shape.
+
+    `messages` follow gen_ai.input.messages / gen_ai.output.messages (role, parts, and
+    finish_reason on output); `system` follows gen_ai.system_instructions (a list of parts).
+    Unredacted: the OTel sink redacts just before the text leaves the process. `truncated`
+    says the size cap cut something off.
+    """
+
+    messages: tuple[dict[str, Any], ...] = ()
+    system: tuple[dict[str, Any], ...] = ()
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RequestInfo:
     """What the proxy read from the client's request: the fields we account for, nothing else."""
 
@@ -97,6 +112,7 @@ class RequestInfo:
     params: dict[str, Any] = field(default_factory=dict)  # generation parameters (semconv names)
     usage_injected: bool = False  # the proxy added stream_options.include_usage
     capture_content: bool = False  # the user opted in to recording prompts and completions
+    input_content: Content | None = None  # prompts, only when capture_content is on
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +133,7 @@ class Observation:
     proxy_overhead: float = 0.0  # seconds spent in the proxy itself
     cost: Decimal | None = None  # USD; None when the request could not be priced
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. service tier, fingerprint
+    output_content: Content | None = None  # completions, only when capture_content is on
 
     @property
     def time_per_output_token(self) -> float | None:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from .content import input_content
 from .endpoints import Endpoint
+from .records import Content
+
+log = logging.getLogger(__name__)
 
 # Generation parameters and the GenAI semantic-convention attribute each one feeds.
 _PARAMS = {
@@ -32,13 +37,15 @@ class ParsedBody:
     params: dict[str, Any]
     body: bytes  # what goes upstream
     usage_injected: bool
+    input_content: Content | None = None  # the prompt, only when capture was asked for
 
 
-def parse_body(endpoint: Endpoint, body: bytes, *, inject_usage: bool) -> ParsedBody:
+def parse_body(endpoint: Endpoint, body: bytes, *, inject_usage: bool, capture_content: bool = False) -> ParsedBody:
     """Read model, stream and parameters; add stream_options.include_usage when asked to.
 
     A body we cannot read (not JSON, not an object, wrong types) is forwarded unchanged:
-    the upstream judges it.
+    the upstream judges it. With `capture_content` the prompt is read too (opt-in; off,
+    it costs nothing).
     """
     if endpoint.operation is None or not body:
         return ParsedBody(None, False, {}, body, False)
@@ -56,7 +63,16 @@ def parse_body(endpoint: Endpoint, body: bytes, *, inject_usage: bool) -> Parsed
         new_body = _with_usage(obj, body)
         if new_body is not None:
             body, injected = new_body, True
-    return ParsedBody(model, stream, params, body, injected)
+    content = _captured(endpoint, obj) if capture_content else None
+    return ParsedBody(model, stream, params, body, injected, content)
+
+
+def _captured(endpoint: Endpoint, obj: dict[str, Any]) -> Content | None:
+    try:
+        return input_content(endpoint.name, obj)
+    except Exception as exc:  # telemetry never breaks the request; the message may hold content
+        log.debug("content capture failed: %s", type(exc).__name__)
+        return None
 
 
 def _params(obj: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -32,7 +33,9 @@ from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, S
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider, set_span_in_context
 
 from llmobs import __version__
-from llmobs.records import Observation, Outcome, RequestInfo
+from llmobs.labels import LabelGuard
+from llmobs.records import Content, Observation, Outcome, RequestInfo
+from llmobs.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ ATTR_TENANT = "llmobs.tenant"
 ATTR_OUTCOME = "llmobs.outcome"
 ATTR_USAGE_SOURCE = "llmobs.usage_source"
 ATTR_ESTIMATED_OUTPUT_TOKENS = "llmobs.estimated_output_tokens"
+ATTR_CONTENT_TRUNCATED = "llmobs.content.truncated"  # captured content hit the size cap
 
 # Suggested buckets from the GenAI metric conventions; the semconv create_* helpers set none.
 TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1 .. 67,108,864
@@ -88,7 +92,13 @@ class OTelSink:
         server_port: int,
         propagator: TextMapPropagator | None = None,
         strict: bool = False,
+        redactor: Redactor | None = None,
+        max_attribute_values: int = 200,
     ) -> None:
+        """`redactor` masks captured content (default: every built-in rule on);
+        `max_attribute_values` bounds the distinct models in metric attributes, as
+        max_label_values does for Prometheus labels.
+        """
         self._tracer = tracer_provider.get_tracer("llmobs", __version__) if tracer_provider else None
         self._propagator = propagator
         self._strict = strict  # re-raise recording errors (tests) instead of logging them
@@ -100,6 +110,10 @@ class OTelSink:
         }
         self._metrics = _Instruments(meter_provider) if meter_provider else None
         self._attrs: dict[tuple[Any, ...], Any] = {}
+        self._redactor = redactor if redactor is not None else Redactor()
+        # Client-fed values in metric attributes are bounded like Prometheus labels are.
+        self._models = LabelGuard(max_attribute_values)
+        self._response_models = LabelGuard(max_attribute_values)
 
     # -- spans -------------------------------------------------------------------------------
 
@@ -178,6 +192,8 @@ class OTelSink:
         try:
             if span.is_recording():
                 span.set_attributes(_response_attributes(obs))
+                if obs.request.capture_content:
+                    span.set_attributes(_content_attributes(obs, self._redactor))
                 if obs.outcome is not Outcome.COMPLETED:
                     error_type = obs.error_type or str(obs.outcome)
                     span.set_attribute(ERROR_TYPE, error_type)
@@ -191,10 +207,12 @@ class OTelSink:
     def _record_metrics(self, obs: Observation, inst: _Instruments) -> None:
         info = obs.request
         error = None if obs.outcome is Outcome.COMPLETED else obs.error_type or str(obs.outcome)
-        key = (info.operation, info.model, obs.response_model, error)
+        model = self._models(info.model) if info.model else None
+        response_model = self._response_models(obs.response_model) if obs.response_model else None
+        key = (info.operation, model, response_model, error)
         attrs = self._attrs.get(key)
         if attrs is None:
-            attrs = self._attrs_for(obs, error)
+            attrs = self._attrs_for(info.operation, model, response_model, error)
             if len(self._attrs) >= _ATTR_CACHE_LIMIT:
                 self._attrs.clear()
             self._attrs[key] = attrs
@@ -211,14 +229,15 @@ class OTelSink:
         if obs.cost is not None and obs.cost >= 0:
             inst.cost.add(float(obs.cost), cost_attrs)
 
-    def _attrs_for(self, obs: Observation, error: str | None) -> tuple[dict[str, Any], ...]:
-        info = obs.request
-        base: dict[str, Any] = {genai.GEN_AI_OPERATION_NAME: info.operation, **self._static}
-        if info.model:
-            base[genai.GEN_AI_REQUEST_MODEL] = info.model
+    def _attrs_for(
+        self, operation: str | None, model: str | None, response_model: str | None, error: str | None
+    ) -> tuple[dict[str, Any], ...]:
+        base: dict[str, Any] = {genai.GEN_AI_OPERATION_NAME: operation, **self._static}
+        if model:
+            base[genai.GEN_AI_REQUEST_MODEL] = model
         cost_attrs = {key: base[key] for key in base if key not in (SERVER_ADDRESS, SERVER_PORT)}
-        if obs.response_model:
-            base[genai.GEN_AI_RESPONSE_MODEL] = obs.response_model
+        if response_model:
+            base[genai.GEN_AI_RESPONSE_MODEL] = response_model
         inputs = {**base, genai.GEN_AI_TOKEN_TYPE: _INPUT}
         outputs = {**base, genai.GEN_AI_TOKEN_TYPE: _OUTPUT}
         with_error = base if error is None else {**base, ERROR_TYPE: error}
@@ -261,6 +280,37 @@ def _is_param(key: str, value: Any) -> bool:
     if isinstance(value, (str, bool, int, float)):
         return True
     return isinstance(value, (list, tuple)) and all(isinstance(v, (str, bool, int, float)) for v in value)
+
+
+def _content_attributes(obs: Observation, redactor: Redactor) -> dict[str, Any]:
+    """Captured prompt and completion as semconv JSON strings, redacted on the way out."""
+    attrs: dict[str, Any] = {}
+    truncated = False
+    for key, content, field in (
+        (genai.GEN_AI_INPUT_MESSAGES, obs.request.input_content, "messages"),
+        (genai.GEN_AI_SYSTEM_INSTRUCTIONS, obs.request.input_content, "system"),
+        (genai.GEN_AI_OUTPUT_MESSAGES, obs.output_content, "messages"),
+    ):
+        value = getattr(content, field) if content is not None else ()
+        if value:
+            attrs[key] = _json(redactor.redact_value(list(value)))
+        truncated = truncated or _truncated(content)
+    if truncated:
+        attrs[ATTR_CONTENT_TRUNCATED] = True
+    return attrs
+
+
+def _truncated(content: Content | None) -> bool:
+    return content is not None and content.truncated
+
+
+def _json(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate from the client's JSON would fail the export
+        text = text.encode(errors="replace").decode()
+    return text
 
 
 def _time_to_first_chunk(obs: Observation) -> float | None:
