@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 # RFC 9110 section 7.6.1 hop-by-hop headers, plus the pre-standard ones still seen.
@@ -21,6 +22,9 @@ HOP_BY_HOP = frozenset(
 )
 OWN_PREFIX = b"x-llmobs-"
 Headers = list[tuple[bytes, bytes]]
+# Bytes no header may carry (RFC 9110 section 5.5: CTLs other than HTAB); the HTTP client
+# refuses to send them, so a request carrying them is answered by the proxy.
+_FORBIDDEN = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -70,3 +74,20 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]], *, drop: frozenset[
         for name, value in headers
         if (lower := name.lower()) not in HOP_BY_HOP and lower not in named and lower not in drop
     ]
+
+
+def unsendable(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The name of the first header holding a control character (CR, LF, NUL...), or None."""
+    for name, value in headers:
+        if _FORBIDDEN.search(name) or _FORBIDDEN.search(value):
+            return name
+    return None
+
+
+def text(value: bytes) -> str:
+    """A header as the str the HTTP client wants; it encodes str as UTF-8, so UTF-8 bytes
+    round-trip exactly. Other bytes (obsolete latin-1 text) cannot, and go as latin-1."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")

@@ -14,9 +14,16 @@ from .accounting import Accumulator, without_null_usage
 from .endpoints import classify
 from .recorder import Recorder, header_map
 from .records import Outcome, RequestInfo
-from .request import parse_body, tenant_of
+from .request import ParsedBody, parse_body, tenant_of
 from .sse import SSEDecoder
-from .upstream import Upstream, UpstreamBroken, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+from .upstream import (
+    Upstream,
+    UpstreamBadResponse,
+    UpstreamBroken,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 log = logging.getLogger("llmobs")
 
@@ -25,6 +32,9 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 _REJECTION_PEEK = 64 * 1024  # how much of a 400 we read to see if it is about stream_options
+# Cutting the usage chunk holds back the bytes of an unfinished event. A chat chunk is small;
+# an "event" this large means the stream is not what we think, so we stop cutting and relay.
+_HOLD_LIMIT = 1024 * 1024
 
 
 class ClientGone(Exception):
@@ -131,11 +141,14 @@ class _Exchange:
             self._record_unsent(hmap, 499, Outcome.CLIENT_CLOSED)
             return
         body_read = perf_counter()
-        parsed = parse_body(
-            self.endpoint,
-            body,
-            inject_usage=self.proxy.inject_stream_usage and not self.proxy.rejects_usage_option,
-        )
+        upstream_headers = hp.request_headers(headers, authorization=self.proxy.authorization)
+        bad = hp.unsendable(upstream_headers)
+        if bad is not None:
+            name = bad.decode("latin-1")[:64]  # never the value: it may be a secret
+            await _respond(self.send, 400, error_body(f"header {name!r} has control characters", "invalid_header"))
+            self._record_unsent(hmap, 400, Outcome.REJECTED)
+            return
+        parsed = self._parse(body)
         info = RequestInfo(
             endpoint=self.endpoint.name,
             operation=self.endpoint.operation,
@@ -148,8 +161,7 @@ class _Exchange:
         )
         self.acc = self.endpoint.accumulator(info, self.start, strip_usage_chunk=parsed.usage_injected)
         self.handle = recorder.start(info, headers, self.start)
-        upstream_headers = hp.request_headers(headers, authorization=self.proxy.authorization)
-        out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream_headers]
+        out = [(hp.text(k), hp.text(v)) for k, v in upstream_headers]
         if self.handle is not None:
             trace: dict[str, str] = {}
             recorder.inject(self.handle, trace)
@@ -169,6 +181,18 @@ class _Exchange:
             self.done = True
             watcher.cancel()
             self._finish()
+
+    def _parse(self, body: bytes) -> ParsedBody:
+        """The fields we account for; a body we fail to read is forwarded as it came."""
+        try:
+            return parse_body(
+                self.endpoint,
+                body,
+                inject_usage=self.proxy.inject_stream_usage and not self.proxy.rejects_usage_option,
+            )
+        except Exception:
+            self.proxy.recorder.failed("accounting")
+            return ParsedBody(None, False, {}, body, False)
 
     async def _read_body(self) -> bytes:
         chunks: list[bytes] = []
@@ -222,6 +246,10 @@ class _Exchange:
         except UpstreamTimeout:
             await self._fail(504, Outcome.UPSTREAM_TIMEOUT, "upstream did not answer in time", "upstream_timeout")
             return
+        except (UpstreamBadResponse, UpstreamBroken) as exc:
+            await self._fail(502, Outcome.UPSTREAM_ERROR, str(exc) or "upstream broke off its answer",
+                             "upstream_bad_response")
+            return
         try:
             await self._relay(resp)
         finally:
@@ -262,6 +290,7 @@ class _Exchange:
         sse = b"text/event-stream" in hmap.get(b"content-type", b"").lower()
         strip = acc.strip_usage_chunk and sse and not encoding
         acc.strip_usage_chunk = strip
+        # Cutting changes the length; the server frames the body itself (chunked).
         drop = frozenset({b"content-length"}) if strip else frozenset()
         self.status = resp.status
         if resp.status >= 400:
@@ -275,7 +304,7 @@ class _Exchange:
                 now = perf_counter()
                 if acc.first_byte is None:
                     acc.first_byte = now
-                if strip:
+                if acc.strip_usage_chunk:
                     chunk = observer.filtered(chunk, now)
                     self.overhead += perf_counter() - now
                     if chunk:
@@ -314,9 +343,9 @@ class _Observer:
     def __init__(self, exchange: _Exchange, acc: Accumulator, encoding: bytes, sse: bool) -> None:
         self.exchange = exchange
         self.acc = acc
-        self.sse = SSEDecoder() if sse else None
-        self.body: bytearray | None = None if sse else bytearray()
         self.limit = exchange.proxy.max_body_bytes
+        self.sse = SSEDecoder(max_event_bytes=self.limit) if sse else None
+        self.body: bytearray | None = None if sse else bytearray()
         self.decompress = _decoder(encoding) if encoding and encoding.strip().lower() != b"identity" else None
         self.blind = bool(encoding) and self.decompress is None and encoding.strip().lower() != b"identity"
         self.broken = False
@@ -325,7 +354,7 @@ class _Observer:
         return self.decompress.decompress(chunk) if self.decompress is not None else chunk
 
     def feed(self, chunk: bytes, now: float) -> None:
-        if self.broken or self.blind:
+        if self.broken or self.blind or (self.sse is None and self.body is None):
             return
         try:
             data = self._plain(chunk)
@@ -353,6 +382,9 @@ class _Observer:
                     self._broke()
             if keep:
                 out.append(without_null_usage(event.raw))
+        if self.sse.pending_size > _HOLD_LIMIT:
+            self.acc.strip_usage_chunk = False  # relay from here on; see _HOLD_LIMIT
+            out.append(self.sse.take_pending())
         return b"".join(out)
 
     def close(self) -> bytes:

@@ -1,7 +1,9 @@
 """A pure, incremental Server-Sent Events decoder (WHATWG HTML, "event stream interpretation").
 
 It never does I/O and keeps the raw bytes of every event, so a caller can relay
-events unchanged or leave one out.
+events unchanged or leave one out. With `max_event_bytes`, memory stays bounded on a
+malformed stream (one that never ends an event, or a line): an event over the limit is
+dropped whole, as an empty event with no raw bytes.
 """
 
 from __future__ import annotations
@@ -29,15 +31,20 @@ class Event:
 class SSEDecoder:
     """Feed bytes in any chunking; get complete events out."""
 
-    __slots__ = ("_buf", "_raw", "_data", "_event", "_skip_lf", "_started")
+    __slots__ = ("_buf", "_raw", "_data", "_event", "_skip_lf", "_started", "_taken", "_oversized",
+                 "_skip_line", "max_event_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buf = b""  # bytes not yet split into lines
         self._raw = bytearray()  # raw bytes of the event being built (complete lines only)
         self._data: list[bytes] = []
         self._event = ""
         self._skip_lf = False  # the last chunk ended in CR: a leading LF belongs to that line end
         self._started = False
+        self._taken = 0  # leading bytes of _buf already handed out by take_pending()
+        self._oversized = False  # the current event went over max_event_bytes: drop it
+        self._skip_line = False  # the current line went over max_event_bytes: drop it
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Decode `chunk`, returning the events it completed."""
@@ -59,19 +66,44 @@ class SSEDecoder:
                 buf = buf[3:]
         events: list[Event] = []
         pos = 0
+        taken = self._taken
         for match in _LINE_END.finditer(buf):
             end = match.end()
             if match.group() == b"\r" and end == len(buf):
                 self._skip_lf = True  # a CRLF may be split across chunks
             line = buf[pos : match.start()]
-            self._raw += buf[pos:end]
+            if taken <= pos:
+                self._raw += buf[pos:end]
+            elif taken < end:
+                self._raw += buf[taken:end]
             pos = end
-            if line:
+            if self._skip_line:
+                self._skip_line = False  # the end of a line too long to keep; not a blank line
+            elif line:
                 self._field(line)
             else:
                 events.append(self._dispatch())
         self._buf = buf[pos:]
+        self._taken = max(0, taken - pos)
+        if self.max_event_bytes is not None and len(self._raw) + len(self._buf) > self.max_event_bytes:
+            self._overflow()
         return events
+
+    def take_pending(self) -> bytes:
+        """Hand out the pending raw bytes now; they will not be part of any later event's raw."""
+        out = self.pending
+        self._raw.clear()
+        self._taken = len(self._buf)
+        return out
+
+    def _overflow(self) -> None:
+        self._oversized = True
+        self._raw.clear()
+        self._data.clear()
+        if len(self._buf) > (self.max_event_bytes or 0):
+            self._buf = b""
+            self._taken = 0
+            self._skip_line = True
 
     def flush(self) -> list[Event]:
         """End of stream: an unterminated event is discarded, as the specification says."""
@@ -79,15 +111,22 @@ class SSEDecoder:
         self._raw.clear()
         self._data.clear()
         self._event = ""
+        self._taken = 0
+        self._oversized = self._skip_line = False
         return []
 
     @property
     def pending(self) -> bytes:
-        """Raw bytes received but not yet part of a dispatched event."""
-        return bytes(self._raw) + self._buf
+        """Raw bytes received but not yet part of a dispatched event (nor taken)."""
+        return bytes(self._raw) + (self._buf[self._taken :] if self._taken else self._buf)
+
+    @property
+    def pending_size(self) -> int:
+        """len(self.pending), without copying."""
+        return len(self._raw) + len(self._buf) - self._taken
 
     def _field(self, line: bytes) -> None:
-        if line[0] == 0x3A:  # ":" starts a comment
+        if line[0] == 0x3A or self._oversized:  # ":" starts a comment
             return
         name, sep, value = line.partition(b":")
         if sep and value[:1] == b" ":
@@ -103,6 +142,10 @@ class SSEDecoder:
         # input. One with empty data is not dispatched in the specification's sense.
         raw = bytes(self._raw)
         self._raw.clear()
+        if self._oversized:
+            self._oversized = False
+            self._event = ""
+            return Event(data=b"", event="", raw=b"")
         data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
         event = Event(data=data, event=(self._event or "message") if data else "", raw=raw)
         self._data = []

@@ -27,6 +27,10 @@ class UpstreamBroken(Exception):
     """The upstream broke off while sending the body."""
 
 
+class UpstreamBadResponse(Exception):
+    """The upstream answered with something that is not an HTTP response."""
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float | None = 10.0
@@ -108,6 +112,9 @@ class Upstream:
             raise UpstreamUnreachable(f"cannot connect to {self.host}:{self.port}") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise UpstreamUnreachable(f"{self.host}:{self.port} closed the connection") from exc
+        except aiohttp.ClientResponseError as exc:
+            # aiohttp's parser errors; the message quotes upstream bytes, so it is not passed on.
+            raise UpstreamBadResponse(f"{self.host}:{self.port} sent an invalid HTTP response") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(type(exc).__name__) from exc
         return UpstreamResponse(resp)
