@@ -109,7 +109,7 @@ def _with_usage(obj: dict[str, Any], body: bytes) -> bytes | None:
         rest = body[match.end() :]
         sep = b"" if rest.lstrip().startswith(b"}") else b","
         return body[: match.end()] + b'"stream_options":{"include_usage":true}' + sep + rest
-    if isinstance(options, dict) and options.get("include_usage") is not True:
+    if isinstance(options, dict) and any(options.get("include_usage") is v for v in (None, False)):
         obj["stream_options"] = {**options, "include_usage": True}
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
     return None  # asked for usage already, or a shape the upstream should judge
