@@ -115,7 +115,11 @@ def test_an_odd_body_that_asks_for_a_stream_still_gets_usage_added(proxy: Proxie
     assert proxy.total("llmobs_tokens_total", model="m", type="output") == 5
 
 
-X
+@pytest.mark.parametrize(("size", "chunked"), [(300_000, False), (300_000, True), (4_000_000, False)])
+def test_body_over_the_limit_gets_413_from_the_proxy(
+    proxy: Proxied, upstream: FaultUpstream, size: int, chunked: bool
+) -> None:
+    body = b'{"model": "m", "messages": "' + b"x" * size + b'"}'
     content: Any = iter([body[i : i + 10_000] for i in range(0, len(body), 10_000)]) if chunked else body
     with httpx.Client(timeout=10) as http:
         response = http.post(proxy.base_url + "/chat/completions", content=content)
