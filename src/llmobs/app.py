@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 from collections.abc import Callable
@@ -150,6 +151,11 @@ class LLMObs:
 
     async def startup(self) -> None:
         await self.upstream.open()
+        # Everything built so far lives as long as the process: move it out of the
+        # collector's sight, or each full collection walks ~90,000 objects (~100 ms pauses
+        # measured in the benchmark's p99 tail).
+        gc.collect()
+        gc.freeze()
         self.ready = True
 
     async def shutdown(self) -> None:

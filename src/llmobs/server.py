@@ -23,6 +23,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": "httptools",
         "log_level": settings.log_level,
         "access_log": False,  # paths and queries can carry secrets
+        "proxy_headers": False,  # the client address is never used: skip uvicorn's middleware
         "lifespan": "on",
         # SIGTERM: stop accepting, let in-flight requests and streams finish, then cancel them.
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
