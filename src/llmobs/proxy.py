@@ -344,11 +344,14 @@ class _Observer:
         self.exchange = exchange
         self.acc = acc
         self.limit = exchange.proxy.max_body_bytes
-        self.sse = SSEDecoder(max_event_bytes=self.limit) if sse else None
+        # While cutting, _HOLD_LIMIT bounds the decoder; an event over its own bound would be lost.
+        bound = None if acc.strip_usage_chunk else self.limit
+        self.sse = SSEDecoder(max_event_bytes=bound) if sse else None
         self.body: bytearray | None = None if sse else bytearray()
         self.decompress = _decoder(encoding) if encoding and encoding.strip().lower() != b"identity" else None
         self.blind = bool(encoding) and self.decompress is None and encoding.strip().lower() != b"identity"
         self.broken = False
+        self.kept_last = True
 
     def _plain(self, chunk: bytes) -> bytes:
         return self.decompress.decompress(chunk) if self.decompress is not None else chunk
@@ -374,17 +377,22 @@ class _Observer:
         assert self.sse is not None
         out = []
         for event in self.sse.feed(chunk):
-            keep = True
-            if not self.broken:
-                try:
-                    keep = self.acc.on_event(event, now)
-                except Exception:
-                    self._broke()
+            if event.tail:  # the LF of a CRLF split across chunks: goes where its event went
+                keep = self.kept_last
+            else:
+                keep = True
+                if not self.broken:
+                    try:
+                        keep = self.acc.on_event(event, now)
+                    except Exception:
+                        self._broke()
+            self.kept_last = keep
             if keep:
                 out.append(without_null_usage(event.raw))
         if self.sse.pending_size > _HOLD_LIMIT:
             self.acc.strip_usage_chunk = False  # relay from here on; see _HOLD_LIMIT
             out.append(self.sse.take_pending())
+            self.sse.max_event_bytes = self.limit
         return b"".join(out)
 
     def close(self) -> bytes:

@@ -26,13 +26,14 @@ class Event:
     data: bytes
     event: str = "message"
     raw: bytes = b""
+    tail: bool = False  # the LF of a CRLF whose CR ended the previous event in an earlier chunk
 
 
 class SSEDecoder:
     """Feed bytes in any chunking; get complete events out."""
 
     __slots__ = ("_buf", "_raw", "_data", "_event", "_skip_lf", "_started", "_taken", "_oversized",
-                 "_skip_line", "max_event_bytes")
+                 "_skip_line", "_cr_ended_event", "max_event_bytes")
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buf = b""  # bytes not yet split into lines
@@ -40,6 +41,7 @@ class SSEDecoder:
         self._data: list[bytes] = []
         self._event = ""
         self._skip_lf = False  # the last chunk ended in CR: a leading LF belongs to that line end
+        self._cr_ended_event = False  # ... and that CR ended an event, already returned
         self._started = False
         self._taken = 0  # leading bytes of _buf already handed out by take_pending()
         self._oversized = False  # the current event went over max_event_bytes: drop it
@@ -50,23 +52,32 @@ class SSEDecoder:
         """Decode `chunk`, returning the events it completed."""
         if not chunk:
             return []
+        events: list[Event] = []
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":
-                self._raw += b"\n"
                 chunk = chunk[1:]
+                if self._cr_ended_event:
+                    # The rest of an event returned earlier: a caller that left that event
+                    # out leaves this out too.
+                    events.append(Event(data=b"", event="", raw=b"\n", tail=True))
+                else:
+                    self._raw += b"\n"
+            self._cr_ended_event = False
+            if not chunk:
+                return events
         buf = self._buf + chunk if self._buf else chunk
         if not self._started:
             if len(buf) < 3 and _BOM.startswith(buf):
                 self._buf = buf
-                return []
+                return events
             self._started = True
             if buf.startswith(_BOM):
                 self._raw += _BOM
                 buf = buf[3:]
-        events: list[Event] = []
         pos = 0
         taken = self._taken
+        blank = False
         for match in _LINE_END.finditer(buf):
             end = match.end()
             if match.group() == b"\r" and end == len(buf):
@@ -77,12 +88,14 @@ class SSEDecoder:
             elif taken < end:
                 self._raw += buf[taken:end]
             pos = end
+            blank = not line and not self._skip_line
             if self._skip_line:
                 self._skip_line = False  # the end of a line too long to keep; not a blank line
             elif line:
                 self._field(line)
             else:
                 events.append(self._dispatch())
+        self._cr_ended_event = self._skip_lf and blank
         self._buf = buf[pos:]
         self._taken = max(0, taken - pos)
         if self.max_event_bytes is not None and len(self._raw) + len(self._buf) > self.max_event_bytes:
