@@ -11,7 +11,15 @@ import re
 from typing import Any
 
 from .content import OutputCapture
-from .records import Content, Observation, Outcome, RequestInfo, Timings, Usage, UsageSource
+from .records import (
+    Content,
+    Observation,
+    Outcome,
+    RequestInfo,
+    Timings,
+    Usage,
+    UsageSource,
+)
 from .sse import Event
 
 # Cheap byte checks, so that the bulk of stream chunks is never JSON-decoded once the
@@ -125,7 +133,7 @@ class Accumulator:
 
     def _on_result(self, obj: dict[str, Any]) -> None:
         self._identify(obj)
-        if "error" in obj and obj["error"]:
+        if obj.get("error"):
             self.error_type = _error_type(obj["error"])
         usage = obj.get("usage")
         if isinstance(usage, dict):
@@ -276,7 +284,8 @@ class ChatAccumulator(Accumulator):
     def _capture(choices: list[Any], output: OutputCapture) -> None:
         for position, choice in enumerate(choices):
             if isinstance(choice, dict):
-                index = choice.get("index") if isinstance(choice.get("index"), int) else position
+                index = choice.get("index")
+                index = index if isinstance(index, int) else position
                 delta = choice.get("delta")
                 if isinstance(delta, dict):
                     output.delta(index, delta)
@@ -330,7 +339,7 @@ class ResponsesAccumulator(Accumulator):
             obj = _loads(event.data)
             if obj is None:
                 return True
-            kind = obj.get("type") if isinstance(obj.get("type"), str) else ""
+            kind = obj["type"] if isinstance(obj.get("type"), str) else ""
         if kind.endswith(".delta"):
             if kind in _RESPONSE_REASONING:
                 self._reasoning(now)

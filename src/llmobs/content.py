@@ -92,7 +92,7 @@ def _tool_response(call_id: Any, output: Any, budget: Budget) -> dict[str, Any]:
     if isinstance(output, str):
         part["response"] = budget.take(output)
     elif isinstance(output, list):
-        texts = [p.get("text") for p in output if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        texts = [p["text"] for p in output if isinstance(p, dict) and isinstance(p.get("text"), str)]
         part["response"] = budget.take("".join(texts))
     return part
 
@@ -198,7 +198,7 @@ def _responses_item(item: dict[str, Any], budget: Budget) -> dict[str, Any] | No
 
 
 class _Choice:
-    __slots__ = ("text", "reasoning", "tools")
+    __slots__ = ("reasoning", "text", "tools")
 
     def __init__(self) -> None:
         self.text: list[str] = []
@@ -254,7 +254,7 @@ class OutputCapture:
         for position, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 continue
-            index = choice.get("index") if isinstance(choice.get("index"), int) else position
+            index = _int(choice.get("index"), position)
             message = choice.get("message")
             if isinstance(message, dict):
                 self.message(index, message)
@@ -278,8 +278,9 @@ class OutputCapture:
             calls = [{"index": 0, "function": message["function_call"]}]
         for position, call in enumerate(calls if isinstance(calls, list) else ()):
             if isinstance(call, dict):
-                function = call.get("function") if isinstance(call.get("function"), dict) else {}
-                at = call.get("index") if isinstance(call.get("index"), int) else position
+                function = call.get("function")
+                function = function if isinstance(function, dict) else {}
+                at = _int(call.get("index"), position)
                 self.tool_call(index, at, call.get("id"), function.get("name"), function.get("arguments"))
 
     def responses_output(self, output: list[Any]) -> None:
@@ -294,12 +295,12 @@ class OutputCapture:
                 continue
             kind = item.get("type")
             if kind == "message":
-                for part in item.get("content") if isinstance(item.get("content"), list) else ():
+                for part in _list(item.get("content")):
                     if isinstance(part, dict):
                         self.text(0, part.get("text", part.get("refusal")))
             elif kind == "reasoning":
                 for key in ("summary", "content"):
-                    for part in item.get(key) if isinstance(item.get(key), list) else ():
+                    for part in _list(item.get(key)):
                         if isinstance(part, dict):
                             self.reasoning(0, part.get("text"))
             elif kind == "function_call":
@@ -322,6 +323,14 @@ class OutputCapture:
                 parts.append(_tool_call(call_id, name, "".join(pieces), Budget()))
             messages.append({"role": "assistant", "parts": parts, "finish_reason": _finish(reasons.get(index), failed)})
         return Content(messages=tuple(messages), truncated=self.budget.truncated)
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _finish(reason: str | None, failed: bool) -> str:

@@ -70,7 +70,7 @@ def parse_body(endpoint: Endpoint, body: bytes, *, inject_usage: bool, capture_c
 def _captured(endpoint: Endpoint, obj: dict[str, Any]) -> Content | None:
     try:
         return input_content(endpoint.name, obj)
-    except Exception as exc:  # telemetry never breaks the request; the message may hold content
+    except Exception as exc:  # noqa: BLE001 - telemetry never breaks the request; the message may hold content
         log.debug("content capture failed: %s", type(exc).__name__)
         return None
 

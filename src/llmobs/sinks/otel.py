@@ -19,18 +19,33 @@ from opentelemetry.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
-from opentelemetry.semconv._incubating.attributes import openai_attributes as openai_attrs
+from opentelemetry.semconv._incubating.attributes import (
+    openai_attributes as openai_attrs,
+)
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider, set_span_in_context
+from opentelemetry.semconv.attributes.server_attributes import (
+    SERVER_ADDRESS,
+    SERVER_PORT,
+)
+from opentelemetry.trace import (
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    TracerProvider,
+    set_span_in_context,
+)
 
 from llmobs import __version__
 from llmobs.labels import LabelGuard
@@ -112,6 +127,7 @@ class OTelSink:
         self._attrs: dict[tuple[Any, ...], Any] = {}
         self._redactor = redactor if redactor is not None else Redactor()
         # Client-fed values in metric attributes are bounded like Prometheus labels are.
+        self.max_attribute_values = max_attribute_values
         self._models = LabelGuard(max_attribute_values)
         self._response_models = LabelGuard(max_attribute_values)
 
@@ -577,7 +593,9 @@ def _tracer_provider(
 
         exporter = GrpcSpanExporter()
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         exporter = OTLPSpanExporter()
     processor = BoundedBatchSpanProcessor(
@@ -603,7 +621,9 @@ def _meter_provider(env: Mapping[str, str], resource: Resource) -> SdkMeterProvi
 
         exporter = GrpcMetricExporter()
     else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter,
+        )
 
         exporter = OTLPMetricExporter()
     # Interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT inside the reader.
