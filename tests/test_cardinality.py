@@ -112,8 +112,6 @@ def test_ten_thousand_models_and_tenants_stay_bounded(attacked: tuple[Any, InMem
     assert grown < MEMORY_SLACK, f"memory grew by {grown / 1e6:.1f} MB over {TOTAL - WARM_UP} requests"
 
 
-@pytest.mark.xfail(strict=True, reason="needs app.py to pass max_attribute_values=settings.max_label_values "
-                                       "to OTelSink; remove this mark with that change")
 def test_max_label_values_reaches_the_otel_sink(upstream: ServerThread, make_proxy: Callable[..., Any]) -> None:
     proxy = make_proxy(upstream.url + "/v1", max_label_values=7, meter_provider=MeterProvider())
     assert proxy.app.recorder.otel.max_attribute_values == 7

@@ -73,3 +73,11 @@ def test_workers_get_the_parents_settings_secrets_included() -> None:
     assert again == settings and again.upstream_api_key is not None
     assert again.upstream_api_key.get_secret_value() == "sk-upstream"
     assert "sk-upstream" not in repr(settings)
+
+
+def test_redact_patterns_from_the_environment_are_a_json_list_checked_at_start() -> None:
+    assert load_settings(environ={"LLMOBS_REDACT_PATTERNS": '["ACME-\\\\d+"]'}).redact_patterns == ["ACME-\\d+"]
+    with pytest.raises(ConfigError, match="LLMOBS_REDACT_PATTERNS: must be a JSON list"):
+        load_settings(environ={"LLMOBS_REDACT_PATTERNS": "ACME-[0-9]+"})
+    with pytest.raises(ConfigError, match="invalid regex"):
+        load_settings(environ={"LLMOBS_REDACT_PATTERNS": '["("]'})

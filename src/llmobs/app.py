@@ -128,6 +128,7 @@ class LLMObs:
         if self.tracer_provider is None and self.meter_provider is None:
             return None
         from .providers import provider_name
+        from .redaction import Redactor
         from .sinks.otel import OTelSink
 
         return OTelSink(
@@ -137,6 +138,8 @@ class LLMObs:
             server_address=self.upstream.host,
             server_port=self.upstream.port,
             strict=self.strict,
+            redactor=Redactor(enabled=self.settings.redact_content, extra_patterns=self.settings.redact_patterns),
+            max_attribute_values=self.settings.max_label_values,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -79,6 +79,22 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of critical, error, warning, info, debug; got {value!r}")
         return value.lower()
 
+    @field_validator("redact_patterns", mode="before")
+    @classmethod
+    def _patterns(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: a JSON list of regexes
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError(f"must be a JSON list of regexes, got {value!r}") from None
+        if isinstance(value, list):
+            from .redaction import compile_pattern
+
+            for pattern in value:
+                if isinstance(pattern, str):
+                    compile_pattern(pattern)
+        return value
+
     @field_validator("price_file")
     @classmethod
     def _exists(cls, value: Path | None) -> Path | None:
