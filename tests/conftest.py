@@ -49,6 +49,25 @@ class Proxied:
         return total
 
 
+_clients: list[Any] = []
+
+
+def sdk_client(base_url: str, api_key: str = "sk-test-secret-0123456789", **kwargs: Any) -> Any:
+    """An openai SDK client with no retries, closed after the test that made it."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, **kwargs)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[ServerThread]:
     with serve(create_simulator(SimConfig())) as server:

@@ -16,6 +16,7 @@ from llmobs.serving import serve
 from llmobs.simulator import SimConfig
 from llmobs.simulator import create_app as create_simulator
 from opentelemetry.trace import SpanKind, StatusCode
+from conftest import sdk_client
 from otlp_receiver import OTLPReceiver
 
 MESSAGES = [{"role": "user", "content": "tell me a story"}]
@@ -52,7 +53,7 @@ def test_spans_metrics_and_trace_context(receiver: OTLPReceiver, recording_upstr
     upstream_url, seen = recording_upstream
     app = create_app(Settings(upstream_url=upstream_url, provider="openai"), registry=CollectorRegistry(), strict=True)
     with serve(app) as proxy:
-        sdk = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-secret-key-123", max_retries=0)
+        sdk = sdk_client(proxy.url + "/v1", api_key="sk-secret-key-123")
         chunks = list(sdk.chat.completions.create(
             model="gpt-4o-mini", messages=MESSAGES, stream=True, temperature=0.5, max_tokens=50,
             extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "x-llmobs-tenant": "team-a"},
@@ -116,7 +117,7 @@ def test_unreachable_collector_does_not_break_traffic(monkeypatch: pytest.Monkey
     registry = CollectorRegistry()
     app = create_app(Settings(upstream_url=upstream.url + "/v1"), registry=registry)
     with serve(app) as proxy:
-        sdk = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
+        sdk = sdk_client(proxy.url + "/v1", api_key="k")
         for _ in range(20):
             assert sdk.chat.completions.create(model="m", messages=MESSAGES).choices
     dead.close()

@@ -13,7 +13,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from conftest import Proxied
+from conftest import Proxied, sdk_client
 from llmobs.pricing import PriceTable
 from llmobs.records import Usage
 from llmobs.serving import ServerThread, serve
@@ -22,7 +22,7 @@ MESSAGES = [{"role": "user", "content": "say hello to the proxy please"}]  # 6 w
 
 
 def client(base_url: str, **kwargs: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key="sk-test-secret-0123456789", max_retries=0, **kwargs)
+    return sdk_client(base_url, **kwargs)  # type: ignore[no-any-return]
 
 
 def normalise(body: bytes) -> bytes:

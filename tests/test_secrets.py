@@ -30,6 +30,7 @@ from llmobs.config import Settings
 from llmobs.serving import ServerThread, bound_socket, serve
 from llmobs.simulator import SimConfig
 from llmobs.simulator import create_app as create_simulator
+from conftest import sdk_client
 
 CLIENT_KEY = "sk-proj-CLIENTsecretKEY0123456789abcdef"
 UPSTREAM_KEY = "sk-UPSTREAMsecretKEY9876543210fedcba"
@@ -85,7 +86,7 @@ def recording_upstream() -> Iterator[tuple[str, list[dict[bytes, bytes]]]]:
 
 def traffic(base_url: str) -> list[str]:
     """Every kind of request, with the client key; returns what the client was told on errors."""
-    sdk = openai.OpenAI(base_url=base_url, api_key=CLIENT_KEY, max_retries=0)
+    sdk = sdk_client(base_url, api_key=CLIENT_KEY)
     told: list[str] = []
     sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert list(sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
@@ -249,7 +250,7 @@ def captured_spans(receiver: RawReceiver) -> Iterator[list[Any]]:
     with serve(echo_upstream) as echo:
         settings = Settings(upstream_url=echo.url + "/v1", provider="openai", capture_content=True)
         with serve(create_app(settings, registry=CollectorRegistry(), strict=True)) as proxy:
-            sdk = openai.OpenAI(base_url=proxy.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+            sdk = sdk_client(proxy.url + "/v1", api_key=CLIENT_KEY)
             messages = [{"role": "system", "content": "reply to sk-systemsecretabcdefghijk"},
                         {"role": "user", "content": PII_PROMPT}]
             assert sdk.chat.completions.create(model="echo", messages=messages).choices[0].message.content == PII_PROMPT

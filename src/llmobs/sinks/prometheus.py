@@ -140,34 +140,84 @@ class PrometheusSink:
 
 
 class _Series:
-    """Label children bound once per (endpoint, model, tenant, stream): `.labels()` costs
-    microseconds, and a request touches a dozen series. Bounded, as the labels are."""
+    """Label children of one (endpoint, model, tenant, stream), bound on first use: `.labels()`
+    costs microseconds and a request touches a dozen series. Binding lazily keeps a series
+    from existing before it has data, so an unpriced model never shows a $0 cost series."""
+
+    __slots__ = ("_sink", "_labels", "_children")
 
     def __init__(self, sink: PrometheusSink, endpoint: str, model: str, tenant: str, stream: bool) -> None:
-        em = (endpoint, model)
-        self._sink, self._em, self._tenant = sink, em, tenant
-        self.duration = sink.duration.labels(endpoint, model, "true" if stream else "false")
-        self.overhead = sink.overhead.labels(endpoint)
-        self.ttft = sink.ttft.labels(*em)
-        self.tpot = sink.tpot.labels(*em)
-        self.reasoning = sink.reasoning.labels(*em)
-        self.usage_missing = sink.usage_missing.labels(*em)
-        self.estimated_output = sink.estimated_tokens.labels(*em, "output")
-        self.request_input = sink.request_tokens.labels(*em, "input")
-        self.request_output = sink.request_tokens.labels(*em, "output")
-        self.cost = sink.cost.labels(model, tenant)
-        self.unpriced = sink.unpriced.labels(model)
-        self._tokens: dict[str, Any] = {}
-        self._finish: dict[str, Any] = {}
+        self._sink = sink
+        self._labels = (endpoint, model, tenant, "true" if stream else "false")
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def _child(self, metric: str, extra: str = "") -> Any:
+        child = self._children.get((metric, extra))
+        if child is None:
+            endpoint, model, tenant, stream = self._labels
+            sink = self._sink
+            child = self._children[(metric, extra)] = {
+                "duration": lambda: sink.duration.labels(endpoint, model, stream),
+                "overhead": lambda: sink.overhead.labels(endpoint),
+                "ttft": lambda: sink.ttft.labels(endpoint, model),
+                "tpot": lambda: sink.tpot.labels(endpoint, model),
+                "reasoning": lambda: sink.reasoning.labels(endpoint, model),
+                "usage_missing": lambda: sink.usage_missing.labels(endpoint, model),
+                "estimated": lambda: sink.estimated_tokens.labels(endpoint, model, extra),
+                "request_tokens": lambda: sink.request_tokens.labels(endpoint, model, extra),
+                "tokens": lambda: sink.tokens.labels(endpoint, model, tenant, extra),
+                "finish": lambda: sink.finish_reasons.labels(endpoint, model, extra),
+                "cost": lambda: sink.cost.labels(model, tenant),
+                "unpriced": lambda: sink.unpriced.labels(model),
+            }[metric]()
+        return child
+
+    @property
+    def duration(self) -> Any:
+        return self._child("duration")
+
+    @property
+    def overhead(self) -> Any:
+        return self._child("overhead")
+
+    @property
+    def ttft(self) -> Any:
+        return self._child("ttft")
+
+    @property
+    def tpot(self) -> Any:
+        return self._child("tpot")
+
+    @property
+    def reasoning(self) -> Any:
+        return self._child("reasoning")
+
+    @property
+    def usage_missing(self) -> Any:
+        return self._child("usage_missing")
+
+    @property
+    def estimated_output(self) -> Any:
+        return self._child("estimated", "output")
+
+    @property
+    def request_input(self) -> Any:
+        return self._child("request_tokens", "input")
+
+    @property
+    def request_output(self) -> Any:
+        return self._child("request_tokens", "output")
+
+    @property
+    def cost(self) -> Any:
+        return self._child("cost")
+
+    @property
+    def unpriced(self) -> Any:
+        return self._child("unpriced")
 
     def token(self, kind: str) -> Any:
-        child = self._tokens.get(kind)
-        if child is None:
-            child = self._tokens[kind] = self._sink.tokens.labels(*self._em, self._tenant, kind)
-        return child
+        return self._child("tokens", kind)
 
     def finish(self, reason: str) -> Any:
-        child = self._finish.get(reason)
-        if child is None:
-            child = self._finish[reason] = self._sink.finish_reasons.labels(*self._em, reason)
-        return child
+        return self._child("finish", reason)
