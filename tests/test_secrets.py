@@ -272,8 +272,6 @@ def test_captured_completion_is_on_the_span_redacted(captured_spans: list[Any]) 
         )}]}]
 
 
-@pytest.mark.xfail(strict=True, reason="needs proxy.py to pass capture_content to parse_body and "
-                                       "parsed.input_content to RequestInfo; remove this mark with that change")
 def test_captured_prompt_is_on_the_span_redacted(captured_spans: list[Any]) -> None:
     for span in captured_spans:
         prompt = json.loads(span.attributes["gen_ai.input.messages"])

@@ -158,6 +158,7 @@ class _Exchange:
             params=parsed.params,
             usage_injected=parsed.usage_injected,
             capture_content=self.proxy.capture_content,
+            input_content=parsed.input_content,
         )
         self.acc = self.endpoint.accumulator(info, self.start, strip_usage_chunk=parsed.usage_injected)
         self.handle = recorder.start(info, headers, self.start)
@@ -189,6 +190,7 @@ class _Exchange:
                 self.endpoint,
                 body,
                 inject_usage=self.proxy.inject_stream_usage and not self.proxy.rejects_usage_option,
+                capture_content=self.proxy.capture_content,
             )
         except Exception:
             self.proxy.recorder.failed("accounting")
