@@ -4,6 +4,7 @@ each request counted exactly once with the right outcome."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import socket
@@ -358,6 +359,28 @@ def test_sse_without_event_boundaries_is_relayed_as_it_comes_not_held_back(make_
         serves_next(proxy)
 
 
+def test_corrupt_gzip_body_is_relayed_as_sent_and_counted_as_missing_usage(make_proxy: MakeProxy) -> None:
+    junk = b"\x1f\x8b\x08\x00garbage, not deflate"
+    gz = gzip.compress(chat_body())
+
+    async def corrupt(request: RawRequest, conn: Conn) -> None:
+        body = gz if request.json()["model"] == "fine" else junk
+        await conn.send(http_response(200, body, [("content-type", "application/json"), ("content-encoding", "gzip")]))
+
+    with fault_upstream(unless_ok(corrupt)) as upstream:
+        proxy = make_proxy(upstream.url + "/v1")
+        with httpx.Client(timeout=10) as http:
+            for model, expected in (("fault", junk), ("fine", gz)):
+                body = {"model": model, "messages": MESSAGES}
+                with http.stream("POST", proxy.base_url + "/chat/completions", json=body) as response:
+                    assert response.headers["content-encoding"] == "gzip"
+                    assert b"".join(response.iter_raw()) == expected  # as sent, still compressed
+        assert outcomes(proxy) == {("completed", "200"): 2}
+        assert proxy.total("llmobs_usage_missing_total") == 1  # the corrupt one
+        assert proxy.total("llmobs_tokens_total", type="output") == 5  # the fine one, decoded
+        assert proxy.total("llmobs_telemetry_errors_total") == 0  # bad upstream bytes are not our failure
+
+
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
 @pytest.mark.parametrize("with_body", [True, False])
 def test_upstream_error_status_passes_through_untouched(make_proxy: MakeProxy, status: int, with_body: bool) -> None:
@@ -426,6 +449,20 @@ def test_client_disconnect_before_the_upstream_answers(make_proxy: MakeProxy) ->
         sock.close()
         upstream.wait_for(lambda: upstream.peer_closed == 1)  # the upstream request was cancelled
         assert outcomes(proxy) == {("client_closed", "499"): 1}
+        assert_quiet(proxy)
+        serves_next(proxy)
+
+
+def test_client_disconnect_while_sending_its_body(make_proxy: MakeProxy) -> None:
+    with fault_upstream(unless_ok(lambda request, conn: conn.hang())) as upstream:
+        proxy = make_proxy(upstream.url + "/v1")
+        sock = socket.create_connection(("127.0.0.1", proxy.server.port), timeout=10)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"model\"")
+        time.sleep(0.2)
+        sock.close()
+        proxy.settle()
+        assert outcomes(proxy) == {("client_closed", "499"): 1}
+        assert upstream.connections == 0  # nothing was sent upstream
         assert_quiet(proxy)
         serves_next(proxy)
 

@@ -51,6 +51,9 @@ def error_body(message: str, code: str) -> bytes:
     return json.dumps({"error": error}).encode()
 
 
+_ZLIB = type(zlib.decompressobj())
+
+
 def _decoder(encoding: bytes) -> Any:
     """A decompressor for the observer's copy of a content-encoded body, or None."""
     encoding = encoding.strip().lower()
@@ -355,14 +358,29 @@ class _Observer:
         self.broken = False
         self.kept_last = True
 
-    def _plain(self, chunk: bytes) -> bytes:
-        return self.decompress.decompress(chunk) if self.decompress is not None else chunk
+    def _plain(self, chunk: bytes) -> bytes | None:
+        """The chunk decoded; None when it cannot be: the upstream's bytes, not our failure."""
+        if self.decompress is None:
+            return chunk
+        try:
+            if isinstance(self.decompress, _ZLIB):
+                data = self.decompress.decompress(chunk, self.limit)
+                if self.decompress.unconsumed_tail:  # one chunk inflating past the limit: a bomb
+                    self.blind = True
+                    return None
+                return data
+            return self.decompress.process(chunk)  # type: ignore[no-any-return]
+        except Exception:
+            self.blind = True  # corrupt compressed data: relayed as is, not observed
+            return None
 
     def feed(self, chunk: bytes, now: float) -> None:
         if self.broken or self.blind or (self.sse is None and self.body is None):
             return
+        data = self._plain(chunk)
+        if data is None:
+            return
         try:
-            data = self._plain(chunk)
             if self.sse is not None:
                 for event in self.sse.feed(data):
                     self.acc.on_event(event, now)
@@ -403,7 +421,7 @@ class _Observer:
             return self.sse.pending if self.acc.strip_usage_chunk else b""
         if self.body is not None and not self.broken and not self.blind:
             try:
-                if self.decompress is not None:
+                if isinstance(self.decompress, _ZLIB):
                     self.body += self.decompress.flush()
                 self.acc.on_body(bytes(self.body))
             except Exception:
