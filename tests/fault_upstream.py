@@ -118,6 +118,8 @@ class FaultUpstream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            await asyncio.sleep(0.01)  # let the transports' connection_lost callbacks close sockets
 
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
