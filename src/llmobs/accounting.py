@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 from .content import OutputCapture
@@ -30,6 +31,7 @@ _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 _FINISH_SET = re.compile(rb'"finish_reason"\s*:\s*"')
 _ERROR_KEY = b'"error"'
 _DONE = b"[DONE]"
+_COMPACT_NULL_USAGE = b',"usage":null'
 _NULL_USAGE_FIELD = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
 
 
@@ -38,7 +40,11 @@ def without_null_usage(raw: bytes) -> bytes:
 
     A quote inside a JSON string is always escaped, so the pattern only matches a key.
     """
-    return _NULL_USAGE_FIELD.sub(b"", raw) if _USAGE_KEY in raw else raw
+    if _USAGE_KEY not in raw:
+        return raw
+    if _COMPACT_NULL_USAGE in raw:  # how OpenAI and vLLM write it: no regex needed
+        return raw.replace(_COMPACT_NULL_USAGE, b"")
+    return _NULL_USAGE_FIELD.sub(b"", raw)
 
 
 def _count(value: Any) -> int | None:
@@ -176,7 +182,8 @@ class Accumulator:
     # --- finishing -----------------------------------------------------------
 
     def finish(
-        self, outcome: Outcome, status_code: int, end: float, *, proxy_overhead: float = 0.0
+        self, outcome: Outcome, status_code: int, end: float, *, proxy_overhead: float = 0.0,
+        cost: Decimal | None = None,
     ) -> Observation:
         """The frozen record of this request."""
         if outcome is Outcome.COMPLETED and self.error_type is not None:
@@ -214,6 +221,7 @@ class Accumulator:
             response_id=self.response_id,
             error_type=error_type,
             proxy_overhead=proxy_overhead,
+            cost=cost if self.usage is not None else None,
             extra=self.extra,
             output_content=self._output_content(outcome),
         )
@@ -294,9 +302,14 @@ class ChatAccumulator(Accumulator):
 
     @staticmethod
     def _worth_parsing(data: bytes) -> bool:
-        if _USAGE_KEY in data and not _NULL_USAGE.search(data):
+        if _ERROR_KEY in data:
             return True
-        return _FINISH_SET.search(data) is not None or _ERROR_KEY in data
+        if _USAGE_KEY in data and b'"usage":null' not in data and not _NULL_USAGE.search(data):
+            return True
+        finish = data.count(b'"finish_reason"')
+        if finish and data.count(b'"finish_reason":null') < finish:
+            return _FINISH_SET.search(data) is not None
+        return False
 
     def _deltas(self, choices: list[Any], now: float) -> None:
         answered = reasoned = False

@@ -333,8 +333,10 @@ class _Exchange:
             return
         self.acc = None
         end = perf_counter()
+        recorder = self.proxy.recorder
         try:
-            obs = acc.finish(self.outcome, self.status, end, proxy_overhead=self.overhead)
+            cost = recorder.price(acc.info.model, acc.response_model, acc.usage)
+            obs = acc.finish(self.outcome, self.status, end, proxy_overhead=self.overhead, cost=cost)
         except Exception:
             self.proxy.recorder.failed("accounting")
             self.proxy.recorder.prometheus.ended(acc.info.endpoint)

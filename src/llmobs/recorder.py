@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Protocol
 
 from .labels import LabelGuard
-from .records import Observation, RequestInfo, UsageSource
+from .records import Observation, RequestInfo, Usage
 from .sinks.prometheus import PrometheusSink
 
 log = logging.getLogger("llmobs")
@@ -61,9 +61,8 @@ class Recorder:
                 self.failed("otel")
 
     def finish(self, obs: Observation, handle: Any) -> Observation:
-        """Record a finished request everywhere; return it with its cost."""
+        """Record a finished (and priced) request everywhere."""
         self.prometheus.ended(obs.request.endpoint)
-        obs = self._priced(obs)
         model = self.models(obs.request.model)
         tenant = self.tenants(obs.request.tenant)
         trace_id = None
@@ -80,17 +79,18 @@ class Recorder:
             self.failed("prometheus")
         return obs
 
-    def _priced(self, obs: Observation) -> Observation:
-        if self.prices is None or obs.usage_source is not UsageSource.REPORTED:
-            return obs
+    def price(self, model: str | None, served: str | None, usage: Usage | None) -> Decimal | None:
+        """USD for reported usage: by the requested model, else the served one; None if unpriced."""
+        if self.prices is None or usage is None:
+            return None
         try:
-            cost = self.prices.price(obs.request.model, obs.usage)
-            if cost is None and obs.response_model and obs.response_model != obs.request.model:
-                cost = self.prices.price(obs.response_model, obs.usage)
+            cost = self.prices.price(model, usage)
+            if cost is None and served and served != model:
+                cost = self.prices.price(served, usage)
         except Exception:
             self.failed("pricing")
-            return obs
-        return dataclasses.replace(obs, cost=cost) if cost is not None else obs
+            return None
+        return cost
 
     def failed(self, component: str) -> None:
         """Log and count a telemetry failure; re-raise it under tests."""

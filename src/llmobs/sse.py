@@ -9,14 +9,13 @@ dropped whole, as an empty event with no raw bytes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One event block. `data` is the joined data lines; `raw` is its wire bytes.
 
     A block with empty `data` (comments, a stray blank line) is not an event to a
@@ -52,6 +51,22 @@ class SSEDecoder:
         """Decode `chunk`, returning the events it completed."""
         if not chunk:
             return []
+        if (
+            # The common case: nothing pending, and the chunk is whole LF-ended events.
+            self._started
+            and not self._skip_lf
+            and not self._buf
+            and not self._raw
+            and not self._data
+            and not self._oversized
+            and not self._skip_line
+            and chunk.endswith(b"\n\n")
+            and chunk[:1] != b"\n"
+            and b"\r" not in chunk
+            and b"\n\n\n" not in chunk
+            and (self.max_event_bytes is None or len(chunk) <= self.max_event_bytes)
+        ):
+            return self._whole_events(chunk)
         events: list[Event] = []
         if self._skip_lf:
             self._skip_lf = False
@@ -100,6 +115,19 @@ class SSEDecoder:
         self._taken = max(0, taken - pos)
         if self.max_event_bytes is not None and len(self._raw) + len(self._buf) > self.max_event_bytes:
             self._overflow()
+        return events
+
+    def _whole_events(self, chunk: bytes) -> list[Event]:
+        events = []
+        for block in chunk[:-2].split(b"\n\n"):
+            if b"\n" not in block and block[:5] == b"data:":  # one `data:` line
+                data = block[6:] if block[5:6] == b" " else block[5:]
+                events.append(Event(data, "message" if data else "", block + b"\n\n"))
+                continue
+            for line in block.split(b"\n"):
+                self._field(line)
+            self._raw += block + b"\n\n"
+            events.append(self._dispatch())
         return events
 
     def take_pending(self) -> bytes:
