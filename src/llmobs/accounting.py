@@ -6,7 +6,6 @@ No I/O and no clock: every method that needs the time is handed `now`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from decimal import Decimal
 from typing import Any
@@ -21,6 +20,7 @@ from .records import (
     Usage,
     UsageSource,
 )
+from .jsonio import loads
 from .sse import Event
 
 # Cheap byte checks, so that the bulk of stream chunks is never JSON-decoded once the
@@ -93,8 +93,8 @@ def _error_type(error: Any) -> str:
 
 def _loads(data: bytes) -> dict[str, Any] | None:
     try:
-        obj = json.loads(data)
-    except ValueError:
+        obj = loads(data)
+    except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
 

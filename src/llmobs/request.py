@@ -11,6 +11,7 @@ from typing import Any
 
 from .content import input_content
 from .endpoints import Endpoint
+from .jsonio import loads
 from .records import Content
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def parse_body(endpoint: Endpoint, body: bytes, *, inject_usage: bool, capture_c
     if endpoint.operation is None or not body:
         return ParsedBody(None, False, {}, body, False)
     try:
-        obj = json.loads(body)
+        obj = loads(body)
     except (ValueError, RecursionError):
         return ParsedBody(None, False, {}, body, False)
     if not isinstance(obj, dict):
