@@ -82,8 +82,9 @@ def drive(base_url: str, count: int, threads: int = 16) -> None:
         with httpx.Client(timeout=30) as http:
             for i in ids:
                 body = {"model": f"m{i % 3}", "messages": MESSAGES, "stream": i % 2 == 0}
+                # A new connection per request, so that both workers accept some.
                 response = http.post(base_url + "/v1/chat/completions", json=body,
-                                     headers={"x-llmobs-tenant": f"t{i % 2}"})
+                                     headers={"x-llmobs-tenant": f"t{i % 2}", "connection": "close"})
                 assert response.status_code == 200
     pool = [threading.Thread(target=work, args=(range(k, count, threads),)) for k in range(threads)]
     for t in pool:
