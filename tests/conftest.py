@@ -75,6 +75,21 @@ def upstream() -> Iterator[ServerThread]:
 
 
 @pytest.fixture
+def recording_upstream() -> Iterator[tuple[str, list[dict[bytes, bytes]]]]:
+    """The simulator, noting the headers of each request it gets: (base URL, headers seen)."""
+    seen: list[dict[bytes, bytes]] = []
+    sim = create_simulator(SimConfig())
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(dict(scope["headers"]))
+        await sim(scope, receive, send)
+
+    with serve(app) as server:
+        yield server.url + "/v1", seen
+
+
+@pytest.fixture
 def make_proxy() -> Iterator[Callable[..., Proxied]]:
     """Start proxies in front of any upstream URL; each with a fresh registry."""
     started: list[ServerThread] = []

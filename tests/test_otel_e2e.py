@@ -13,8 +13,6 @@ from prometheus_client import CollectorRegistry
 from llmobs.app import create_app
 from llmobs.config import Settings
 from llmobs.serving import serve
-from llmobs.simulator import SimConfig
-from llmobs.simulator import create_app as create_simulator
 from opentelemetry.trace import SpanKind, StatusCode
 from conftest import sdk_client
 from otlp_receiver import OTLPReceiver
@@ -32,21 +30,6 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OTLPReceiver]:
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
         monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
         yield rx
-
-
-@pytest.fixture
-def recording_upstream() -> Iterator[tuple[str, list[dict[bytes, bytes]]]]:
-    """The simulator, noting the headers of each request it gets."""
-    seen: list[dict[bytes, bytes]] = []
-    sim = create_simulator(SimConfig())
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            seen.append(dict(scope["headers"]))
-        await sim(scope, receive, send)
-
-    with serve(app) as server:
-        yield server.url + "/v1", seen
 
 
 def test_spans_metrics_and_trace_context(receiver: OTLPReceiver, recording_upstream: Any) -> None:

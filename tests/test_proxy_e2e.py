@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import time
-from decimal import Decimal
 from typing import Any
 
 import httpx2 as httpx

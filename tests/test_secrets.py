@@ -28,8 +28,6 @@ from prometheus_client import CollectorRegistry
 from llmobs.app import create_app
 from llmobs.config import Settings
 from llmobs.serving import ServerThread, bound_socket, serve
-from llmobs.simulator import SimConfig
-from llmobs.simulator import create_app as create_simulator
 from conftest import sdk_client
 
 CLIENT_KEY = "sk-proj-CLIENTsecretKEY0123456789abcdef"
@@ -67,21 +65,6 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[RawReceiver]:
 def otel_env(rx: OTLPReceiver) -> dict[str, str]:
     return {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50",
             "OTEL_METRIC_EXPORT_INTERVAL": "200"}
-
-
-@pytest.fixture
-def recording_upstream() -> Iterator[tuple[str, list[dict[bytes, bytes]]]]:
-    """The simulator, noting the headers of each request, to show the upstream key was used."""
-    seen: list[dict[bytes, bytes]] = []
-    sim = create_simulator(SimConfig())
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            seen.append(dict(scope["headers"]))
-        await sim(scope, receive, send)
-
-    with serve(app) as server:
-        yield server.url + "/v1", seen
 
 
 def traffic(base_url: str) -> list[str]:

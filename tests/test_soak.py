@@ -3,7 +3,6 @@ faults loses and double-counts nothing and keeps memory flat; SIGTERM drains str
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -13,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,7 +20,7 @@ import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmobs.serving import ServerThread, serve
+from llmobs.serving import serve
 from llmobs.simulator import SimConfig
 from llmobs.simulator import create_app as create_simulator
 

@@ -14,7 +14,6 @@ import random
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
