@@ -91,3 +91,11 @@ def text(value: bytes) -> str:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         return value.decode("latin-1")
+
+
+def header_map(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The first value of each header, by its (already lower-case) name."""
+    out: dict[bytes, bytes] = {}
+    for name, value in headers:
+        out.setdefault(name, value)
+    return out

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from . import headers as hp
 from .accounting import Accumulator, without_null_usage
 from .endpoints import classify
-from .recorder import Recorder, header_map
+from .recorder import Recorder
 from .records import Outcome, RequestInfo
 from .request import ParsedBody, parse_body, tenant_of
 from .sse import SSEDecoder
@@ -131,7 +131,7 @@ class _Exchange:
     async def run(self) -> None:
         recorder = self.proxy.recorder
         headers = self.scope["headers"]
-        hmap = header_map(headers)
+        hmap = hp.header_map(headers)
         try:
             body = await self._read_body()
         except BodyTooLarge:
@@ -290,7 +290,7 @@ class _Exchange:
     async def _relay(self, resp: UpstreamResponse) -> None:
         acc = self.acc
         assert acc is not None
-        hmap = header_map([(k.lower(), v) for k, v in resp.headers])
+        hmap = hp.header_map([(k.lower(), v) for k, v in resp.headers])
         encoding = hmap.get(b"content-encoding", b"")
         sse = b"text/event-stream" in hmap.get(b"content-type", b"").lower()
         strip = acc.strip_usage_chunk and sse and not encoding

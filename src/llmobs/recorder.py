@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -15,7 +14,7 @@ log = logging.getLogger("llmobs")
 
 
 class Pricer(Protocol):
-    def price(self, model: str | None, usage: Any) -> Any: ...
+    def price(self, model: str | None, usage: Usage) -> Decimal | None: ...
 
 
 class Recorder:
@@ -102,10 +101,3 @@ class Recorder:
         except Exception:  # pragma: no cover - the counter itself failed; nothing left to do
             pass
 
-
-def header_map(headers: list[tuple[bytes, bytes]]) -> Mapping[bytes, bytes]:
-    """First value of each (already lower-case) ASGI header."""
-    out: dict[bytes, bytes] = {}
-    for name, value in headers:
-        out.setdefault(name, value)
-    return out
