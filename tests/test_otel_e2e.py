@@ -111,3 +111,39 @@ def test_unreachable_collector_does_not_break_traffic(monkeypatch: pytest.Monkey
     assert completed == 20
     failed = registry.get_sample_value("llmobs_telemetry_errors_total", {"component": "otel_export_failed"})
     assert failed and failed > 0
+
+
+def test_a_hung_collector_leaves_request_latency_unchanged(
+    monkeypatch: pytest.MonkeyPatch, upstream: Any
+) -> None:
+    """Interleaved requests through a proxy whose collector hangs and one with OTel off:
+    the medians must match within noise, and the spans that did not fit are dropped, counted."""
+    import statistics
+    import time
+
+    with OTLPReceiver() as rx:
+        rx.hang()
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "16")
+        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "8")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+        traced_registry = CollectorRegistry()
+        traced = create_app(Settings(upstream_url=upstream.url + "/v1"), registry=traced_registry)
+        plain = create_app(Settings(upstream_url=upstream.url + "/v1"), registry=CollectorRegistry(),
+                           otel_from_env=False)
+        assert traced.tracer_provider is not None
+        timings: dict[str, list[float]] = {"traced": [], "plain": []}
+        body = {"model": "m", "messages": MESSAGES}
+        with serve(traced) as a, serve(plain) as b, httpx.Client(timeout=10) as http:
+            for _ in range(150):
+                for name, server in (("traced", a), ("plain", b)):
+                    started = time.perf_counter()
+                    assert http.post(server.url + "/v1/chat/completions", json=body).status_code == 200
+                    timings[name].append(time.perf_counter() - started)
+            rx.release()
+    traced_median = statistics.median(timings["traced"][20:])
+    plain_median = statistics.median(timings["plain"][20:])
+    assert traced_median <= plain_median * 1.5 + 0.002, (traced_median, plain_median)
+    dropped = traced_registry.get_sample_value("llmobs_telemetry_errors_total", {"component": "otel_span_dropped"})
+    assert dropped and dropped > 0
