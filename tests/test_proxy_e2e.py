@@ -14,7 +14,7 @@ import pytest
 
 from conftest import Proxied, sdk_client
 from llmobs.pricing import PriceTable
-from llmobs.records import Usage
+from llmobs.records import RequestInfo, Usage
 from llmobs.serving import ServerThread, serve
 
 MESSAGES = [{"role": "user", "content": "say hello to the proxy please"}]  # 6 words + 3 = 9 tokens
@@ -282,3 +282,17 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def test_bodies_of_paths_we_do_not_account_are_relayed_not_buffered() -> None:
+    from llmobs.accounting import OtherAccumulator
+    from llmobs.proxy import _Observer
+
+    class Exchange:  # the two attributes _Observer reads
+        class proxy:  # noqa: N801
+            max_body_bytes = 1024
+
+    info = RequestInfo(endpoint="other", operation=None, model=None)
+    observer = _Observer(Exchange(), OtherAccumulator(info, 0.0), b"", sse=False)  # type: ignore[arg-type]
+    observer.feed(b"x" * 100, 1.0)
+    assert observer.body is None

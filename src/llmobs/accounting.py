@@ -103,6 +103,7 @@ class Accumulator:
     """Collects what one response tells; finishes into an Observation exactly once."""
 
     has_usage = True  # the endpoint reports usage on success
+    reads_body = True  # a non-streamed body is worth buffering for on_body()
     has_output = True  # the endpoint generates text (content capture applies)
     terminal_seen = False
 
@@ -237,10 +238,8 @@ class OtherAccumulator(Accumulator):
 
     has_usage = False
     has_output = False
+    reads_body = False
     terminal_seen = True
-
-    def on_body(self, body: bytes) -> None:
-        return None
 
 
 class EmbeddingsAccumulator(Accumulator):

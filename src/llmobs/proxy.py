@@ -354,7 +354,8 @@ class _Observer:
         # While cutting, _HOLD_LIMIT bounds the decoder; an event over its own bound would be lost.
         bound = None if acc.strip_usage_chunk else self.limit
         self.sse = SSEDecoder(max_event_bytes=bound) if sse else None
-        self.body: bytearray | None = None if sse else bytearray()
+        # Only a body the accumulator reads is kept (not /models lists, file downloads...).
+        self.body: bytearray | None = bytearray() if not sse and acc.reads_body else None
         self.decompress = _decoder(encoding) if encoding and encoding.strip().lower() != b"identity" else None
         self.blind = bool(encoding) and self.decompress is None and encoding.strip().lower() != b"identity"
         self.broken = False
