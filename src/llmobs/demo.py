@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -150,8 +151,8 @@ def run_demo(duration: float = 15.0, concurrency: int = 4, console: Console | No
 def print_summary(s: Samples, console: Console) -> None:
     """Readable tables from the proxy's own metrics."""
     requests = s.sum_by("llmobs_requests_total", "model", "outcome")
-    table = Table(title="Requests by model")
-    table.add_column("model")
+    table = Table(title="Requests by model", box=box.SIMPLE_HEAVY)
+    table.add_column("model", no_wrap=True)
     outcomes = sorted({o for _, o in requests})
     for outcome in outcomes:
         table.add_column(outcome, justify="right")
@@ -162,22 +163,27 @@ def print_summary(s: Samples, console: Console) -> None:
     tokens = s.sum_by("llmobs_tokens_total", "model", "type")
     cost = s.sum_by("llmobs_cost_usd_total", "model")
     unpriced = s.sum_by("llmobs_unpriced_requests_total", "model")
-    table = Table(title="Tokens (as reported by the upstream) and cost")
-    for column in ("model", "input", "cache_read", "cache_write", "output", "reasoning", "cost (USD)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    kinds = ["input", "cache_read", "output", "reasoning"]
+    if any(t == "cache_write" and v for (_, t), v in tokens.items()):
+        kinds.insert(2, "cache_write")
+    table = Table(title="Tokens as the upstream reported them, and cost", box=box.SIMPLE_HEAVY,
+                  collapse_padding=True, pad_edge=False,
+                  caption="cache read/write are part of input; reasoning is part of output")
+    table.add_column("model", no_wrap=True)
+    for column in [*kinds, "USD"]:
+        table.add_column(column.replace("_", " "), justify="right", no_wrap=True)
     for model in sorted({m for m, _ in tokens}):
         price = cost.get((model,))
-        price_text = f"{price:.6f}" if price is not None else f"unpriced ({unpriced.get((model,), 0):g} req)"
-        table.add_row(model, *(f"{tokens.get((model, t), 0):,.0f}" for t in
-                               ("input", "cache_read", "cache_write", "output", "reasoning")), price_text)
-    table.add_row("[bold]total", *(f"{sum(v for (_, t), v in tokens.items() if t == k):,.0f}" for k in
-                                   ("input", "cache_read", "cache_write", "output", "reasoning")),
+        price_text = f"{price:.6f}" if price is not None else f"unpriced ×{unpriced.get((model,), 0):g}"
+        table.add_row(model, *(f"{tokens.get((model, t), 0):,.0f}" for t in kinds), price_text)
+    table.add_row("[bold]total", *(f"{sum(v for (_, t), v in tokens.items() if t == k):,.0f}" for k in kinds),
                   f"[bold]{sum(cost.values()):.6f}")
     console.print(table)
 
-    table = Table(title="Latency by model (seconds)")
-    for column in ("model", "p50", "p95", "TTFT p50", "TTFT p95"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    table = Table(title="Latency by model (seconds)", box=box.SIMPLE_HEAVY)
+    table.add_column("model", no_wrap=True)
+    for column in ("p50", "p95", "TTFT p50", "TTFT p95"):
+        table.add_column(column, justify="right")
     durations = s.buckets("llmobs_request_duration_seconds", "model")
     ttfts = s.buckets("llmobs_time_to_first_token_seconds", "model")
 
@@ -191,7 +197,7 @@ def print_summary(s: Samples, console: Console) -> None:
     console.print(table)
 
     reasons = s.sum_by("llmobs_finish_reasons_total", "reason")
-    table = Table(title="Finish reasons")
+    table = Table(title="Finish reasons (one per choice)", box=box.SIMPLE_HEAVY)
     table.add_column("reason")
     table.add_column("choices", justify="right")
     for (reason,), count in sorted(reasons.items(), key=lambda kv: -kv[1]):
