@@ -111,3 +111,22 @@ def test_sigterm_drains_an_open_stream_then_exits() -> None:
             raise AssertionError("still accepting after shutdown")
         except httpx.TransportError:
             pass
+
+
+def test_spans_are_flushed_on_sigterm(upstream: ServerThread) -> None:
+    from otlp_receiver import OTLPReceiver
+
+    with OTLPReceiver() as rx:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        # A schedule delay of an hour: only the flush at exit can deliver the span.
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
+        process = start("serve", "--upstream", upstream.url + "/v1", "--port", str(port), env=env,
+                        ready=url + "/healthz")
+        response = httpx.post(url + "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200
+        assert rx.spans == []
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        (span,) = rx.wait_for_spans(1, timeout=5)
+    assert span.name == "chat m"

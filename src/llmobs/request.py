@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import json
 import logging
 import re
@@ -116,6 +117,7 @@ def _with_usage(obj: dict[str, Any], body: bytes) -> bytes | None:
     return None  # asked for usage already, or a shape the upstream should judge
 
 
+@lru_cache(maxsize=1024)  # a handful of keys send most traffic; bounded, as clients choose them
 def fingerprint(key: str) -> str:
     """A short, non-reversible tenant id for an API key: never the key itself."""
     return "key-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
