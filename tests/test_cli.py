@@ -130,3 +130,22 @@ def test_spans_are_flushed_on_sigterm(upstream: ServerThread) -> None:
         assert process.wait(timeout=20) == 0
         (span,) = rx.wait_for_spans(1, timeout=5)
     assert span.name == "chat m"
+
+
+def test_readiness_turns_false_while_draining() -> None:
+    with serve(create_app(SimConfig(chunk_gap=0.1, output_tokens=30))) as slow:
+        port, admin = free_port(), free_port()
+        url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+        process = start("serve", "--upstream", slow.url + "/v1", "--port", str(port),
+                        env={"LLMOBS_ADMIN_PORT": str(admin)}, ready=admin_url + "/healthz")
+        assert httpx.get(admin_url + "/readyz").status_code == 200
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.Client(timeout=20) as http, http.stream("POST", url + "/v1/chat/completions", json=body) as stream:
+            chunks = stream.iter_raw()
+            next(chunks)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            draining = httpx.get(admin_url + "/readyz")
+            assert draining.status_code == 503 and httpx.get(admin_url + "/healthz").status_code == 200
+            assert b"".join(chunks).endswith(b"data: [DONE]\n\n")
+        assert process.wait(timeout=20) == 0

@@ -43,9 +43,11 @@ def run(settings: Settings) -> None:
     from .app import create_app
 
     app = create_app(settings)
-    admin = _start_admin(settings, app.scrape, lambda: app.ready)
+    server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings)))
+    # Not ready once a drain has begun, though the admin port still answers.
+    admin = _start_admin(settings, app.scrape, lambda: app.ready and not server.should_exit)
     try:
-        uvicorn.run(app, **_uvicorn_options(settings))
+        server.run()
     finally:
         if admin is not None:
             admin.stop()
