@@ -93,7 +93,7 @@ class LLMObs:
 
             self.tracer_provider, self.meter_provider = providers_from_env(
                 on_span_dropped=lambda: self.prometheus.telemetry_error("otel_span_dropped"),
-                on_export_failed=lambda n: self.prometheus.telemetry_errors.labels("otel_export_failed").inc(n),
+                on_export_failed=lambda n: self.prometheus.telemetry_error("otel_export_failed", n),
             )
         self.upstream = Upstream(
             settings.upstream_url,

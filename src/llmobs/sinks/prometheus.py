@@ -80,8 +80,8 @@ class PrometheusSink:
     def ended(self, endpoint: str) -> None:
         self._in_flight[endpoint].dec()
 
-    def telemetry_error(self, component: str) -> None:
-        self.telemetry_errors.labels(component).inc()
+    def telemetry_error(self, component: str, count: int = 1) -> None:
+        self.telemetry_errors.labels(component).inc(count)
 
     def record(self, obs: Observation, *, model: str, tenant: str, trace_id: str | None = None) -> None:
         """Record one observation; `model` and `tenant` are the guarded label values."""
