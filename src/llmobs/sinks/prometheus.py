@@ -96,40 +96,40 @@ class PrometheusSink:
                 info.endpoint, model, tenant, stream, str(obs.status_code), obs.outcome.value
             )
         requests.inc()
-        series.duration.observe(obs.timings.duration, exemplar)
-        series.overhead.observe(obs.proxy_overhead)
+        series.get("duration").observe(obs.timings.duration, exemplar)
+        series.get("overhead").observe(obs.proxy_overhead)
         ttft = obs.timings.time_to_first_token
         if info.stream and ttft is not None:
-            series.ttft.observe(ttft, exemplar)
+            series.get("ttft").observe(ttft, exemplar)
         tpot = obs.time_per_output_token
         if tpot is not None:
-            series.tpot.observe(tpot)
+            series.get("tpot").observe(tpot)
         reasoning = obs.timings.reasoning_duration
         if reasoning is not None:
-            series.reasoning.observe(reasoning)
+            series.get("reasoning").observe(reasoning)
         for reason in obs.finish_reasons:
-            series.finish(reason).inc()
+            series.get("finish_reasons", reason).inc()
         self._usage(obs, series)
 
     def _usage(self, obs: Observation, series: _Series) -> None:
         if obs.usage_source is UsageSource.MISSING:
-            series.usage_missing.inc()
+            series.get("usage_missing").inc()
             if obs.estimated_output_tokens is not None:
-                series.estimated_output.inc(obs.estimated_output_tokens)
+                series.get("estimated_tokens", "output").inc(obs.estimated_output_tokens)
             return
         if obs.usage_source is not UsageSource.REPORTED:
             return
         usage = obs.usage
         for kind, count in usage.by_type().items():
-            series.token(kind).inc(count)
+            series.get("tokens", kind).inc(count)
         if usage.input_tokens is not None:
-            series.request_input.observe(usage.input_tokens)
+            series.get("request_tokens", "input").observe(usage.input_tokens)
         if usage.output_tokens is not None:
-            series.request_output.observe(usage.output_tokens)
+            series.get("request_tokens", "output").observe(usage.output_tokens)
         if obs.cost is None:
-            series.unpriced.inc()
+            series.get("unpriced").inc()
         else:
-            series.cost.inc(float(obs.cost))
+            series.get("cost").inc(float(obs.cost))
 
     def _series(self, endpoint: str, model: str, tenant: str, stream: bool) -> _Series:
         key = (endpoint, model, tenant, stream)
@@ -137,6 +137,24 @@ class PrometheusSink:
         if series is None:
             series = self._bound[key] = _Series(self, endpoint, model, tenant, stream)
         return series
+
+
+# The labels each per-request metric takes, in order; "extra" is the metric's own last label
+# (token type, finish reason).
+_LABELS: dict[str, tuple[str, ...]] = {
+    "duration": ("endpoint", "model", "stream"),
+    "overhead": ("endpoint",),
+    "ttft": ("endpoint", "model"),
+    "tpot": ("endpoint", "model"),
+    "reasoning": ("endpoint", "model"),
+    "usage_missing": ("endpoint", "model"),
+    "estimated_tokens": ("endpoint", "model", "extra"),
+    "request_tokens": ("endpoint", "model", "extra"),
+    "tokens": ("endpoint", "model", "tenant", "extra"),
+    "finish_reasons": ("endpoint", "model", "extra"),
+    "cost": ("model", "tenant"),
+    "unpriced": ("model",),
+}
 
 
 class _Series:
@@ -148,76 +166,15 @@ class _Series:
 
     def __init__(self, sink: PrometheusSink, endpoint: str, model: str, tenant: str, stream: bool) -> None:
         self._sink = sink
-        self._labels = (endpoint, model, tenant, "true" if stream else "false")
+        self._labels = {"endpoint": endpoint, "model": model, "tenant": tenant,
+                        "stream": "true" if stream else "false"}
         self._children: dict[tuple[str, str], Any] = {}
 
-    def _child(self, metric: str, extra: str = "") -> Any:
+    def get(self, metric: str, extra: str = "") -> Any:
+        """The child of the sink's `metric` attribute for this series (and `extra`)."""
         child = self._children.get((metric, extra))
         if child is None:
-            endpoint, model, tenant, stream = self._labels
-            sink = self._sink
-            child = self._children[(metric, extra)] = {
-                "duration": lambda: sink.duration.labels(endpoint, model, stream),
-                "overhead": lambda: sink.overhead.labels(endpoint),
-                "ttft": lambda: sink.ttft.labels(endpoint, model),
-                "tpot": lambda: sink.tpot.labels(endpoint, model),
-                "reasoning": lambda: sink.reasoning.labels(endpoint, model),
-                "usage_missing": lambda: sink.usage_missing.labels(endpoint, model),
-                "estimated": lambda: sink.estimated_tokens.labels(endpoint, model, extra),
-                "request_tokens": lambda: sink.request_tokens.labels(endpoint, model, extra),
-                "tokens": lambda: sink.tokens.labels(endpoint, model, tenant, extra),
-                "finish": lambda: sink.finish_reasons.labels(endpoint, model, extra),
-                "cost": lambda: sink.cost.labels(model, tenant),
-                "unpriced": lambda: sink.unpriced.labels(model),
-            }[metric]()
+            values = {**self._labels, "extra": extra}
+            labels = [values[name] for name in _LABELS[metric]]
+            child = self._children[(metric, extra)] = getattr(self._sink, metric).labels(*labels)
         return child
-
-    @property
-    def duration(self) -> Any:
-        return self._child("duration")
-
-    @property
-    def overhead(self) -> Any:
-        return self._child("overhead")
-
-    @property
-    def ttft(self) -> Any:
-        return self._child("ttft")
-
-    @property
-    def tpot(self) -> Any:
-        return self._child("tpot")
-
-    @property
-    def reasoning(self) -> Any:
-        return self._child("reasoning")
-
-    @property
-    def usage_missing(self) -> Any:
-        return self._child("usage_missing")
-
-    @property
-    def estimated_output(self) -> Any:
-        return self._child("estimated", "output")
-
-    @property
-    def request_input(self) -> Any:
-        return self._child("request_tokens", "input")
-
-    @property
-    def request_output(self) -> Any:
-        return self._child("request_tokens", "output")
-
-    @property
-    def cost(self) -> Any:
-        return self._child("cost")
-
-    @property
-    def unpriced(self) -> Any:
-        return self._child("unpriced")
-
-    def token(self, kind: str) -> Any:
-        return self._child("tokens", kind)
-
-    def finish(self, reason: str) -> Any:
-        return self._child("finish", reason)
