@@ -6,7 +6,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,26 +17,26 @@ from typing import Any
 
 import pytest
 import yaml
+from servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_PROMETHEUS = ROOT / "deploy" / "prometheus"
 JOB = "llmobs"
 
 
-def prometheus_binary() -> str:
-    """The prometheus binary; CI must have it (Debian package `prometheus`), locally it may be absent."""
-    path = shutil.which("prometheus")
+def required_binary(name: str) -> str:
+    """A binary of Debian's `prometheus` package: CI must have it; locally it may be absent."""
+    path = shutil.which(name)
     if path is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("prometheus not found: CI must `apt-get install -y prometheus`")
-        pytest.skip("prometheus not installed (apt-get install -y prometheus)")
+            pytest.fail(f"{name} not found: CI must `apt-get install -y prometheus`")
+        pytest.skip(f"{name} not installed (apt-get install -y prometheus)")
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def prometheus_binary() -> str:
+    return required_binary("prometheus")
+
 
 
 def retargeted_config(target: str, interval: str = "1s") -> dict[str, Any]:

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-
 from conftest import Proxied
 from fault_upstream import (
     Conn,

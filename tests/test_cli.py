@@ -10,18 +10,13 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+from servers import free_port
 
-from llmobs.serving import ServerThread, bound_socket, serve
+from llmobs.serving import ServerThread, serve
 from llmobs.simulator import SimConfig, create_app
 
 LLMOBS = [sys.executable, "-m", "llmobs.cli"]
 
-
-def free_port() -> int:
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

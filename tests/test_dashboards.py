@@ -10,7 +10,14 @@ import pytest
 
 from llmobs import names as n
 from llmobs.dashboards import (
-    COUNTERS, GAUGES, HISTOGRAMS, build_dashboards, iter_panels, known_series, panel_queries, render,
+    COUNTERS,
+    GAUGES,
+    HISTOGRAMS,
+    build_dashboards,
+    iter_panels,
+    known_series,
+    panel_queries,
+    render,
     write_dashboards,
 )
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import py_compile
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from prometheus_server import required_binary
 
 from llmobs.dashboards import OVERVIEW_UID, known_series
 
@@ -30,13 +29,7 @@ def load(relative: str) -> Any:
 
 
 def promtool() -> str:
-    """The promtool binary; CI must have it (Debian package `prometheus`), locally it may be absent."""
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool not found: CI must `apt-get install -y prometheus`")
-        pytest.skip("promtool not installed (apt-get install -y prometheus)")
-    return path
+    return required_binary("promtool")
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:

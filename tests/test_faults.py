@@ -15,8 +15,6 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import Proxied
 from fault_upstream import (
     Conn,
@@ -33,6 +31,7 @@ from fault_upstream import (
     sse_head,
     unaccepting_port,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 MakeProxy = Callable[..., Proxied]
 Fault = Callable[[RawRequest, Conn], Awaitable[None]]

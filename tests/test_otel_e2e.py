@@ -8,14 +8,14 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
+from conftest import sdk_client
+from opentelemetry.trace import SpanKind, StatusCode
+from otlp_receiver import OTLPReceiver
 from prometheus_client import CollectorRegistry
 
 from llmobs.app import create_app
 from llmobs.config import Settings
 from llmobs.serving import serve
-from opentelemetry.trace import SpanKind, StatusCode
-from conftest import sdk_client
-from otlp_receiver import OTLPReceiver
 
 MESSAGES = [{"role": "user", "content": "tell me a story"}]
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"

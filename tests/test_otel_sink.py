@@ -16,14 +16,25 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from otlp_receiver import OTLPReceiver
 
-from llmobs.records import Observation, Outcome, RequestInfo, Timings, Usage, UsageSource
+from llmobs.records import (
+    Observation,
+    Outcome,
+    RequestInfo,
+    Timings,
+    Usage,
+    UsageSource,
+)
 from llmobs.sinks.otel import (
     DURATION_BUCKETS,
     TOKEN_BUCKETS,

@@ -7,7 +7,8 @@ import dataclasses
 import json
 from typing import Any
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmobs.accounting import ChatAccumulator
 from llmobs.proxy import _Observer

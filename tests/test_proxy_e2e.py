@@ -11,8 +11,8 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
-
 from conftest import Proxied, sdk_client
+
 from llmobs.pricing import PriceTable
 from llmobs.records import RequestInfo, Usage
 from llmobs.serving import ServerThread, serve

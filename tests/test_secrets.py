@@ -22,13 +22,13 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
+from conftest import sdk_client
 from otlp_receiver import OTLPReceiver, _decompress
 from prometheus_client import CollectorRegistry
 
 from llmobs.app import create_app
 from llmobs.config import Settings
 from llmobs.serving import ServerThread, bound_socket, serve
-from conftest import sdk_client
 
 CLIENT_KEY = "sk-proj-CLIENTsecretKEY0123456789abcdef"
 UPSTREAM_KEY = "sk-UPSTREAMsecretKEY9876543210fedcba"

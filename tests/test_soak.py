@@ -19,6 +19,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from servers import free_port
 
 from llmobs.serving import serve
 from llmobs.simulator import SimConfig
@@ -26,11 +27,6 @@ from llmobs.simulator import create_app as create_simulator
 
 MESSAGES = [{"role": "user", "content": "one two three"}]  # 3 words + 3 = 6 prompt tokens
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServeProcess:

@@ -21,14 +21,20 @@ import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
+from prometheus_server import (
+    ROOT,
+    Prometheus,
+    has_values,
+    prometheus_binary,
+    retargeted_config,
+)
+from servers import serve
 
 from llmobs.app import LLMObs, create_app
 from llmobs.config import Settings
 from llmobs.dashboards import PanelQuery, build_dashboards, panel_queries
 from llmobs.simulator import SimConfig
 from llmobs.simulator import create_app as create_simulator
-from prometheus_server import ROOT, Prometheus, has_values, prometheus_binary, retargeted_config
-from servers import serve
 
 pytestmark = pytest.mark.timeout(300)
 

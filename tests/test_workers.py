@@ -12,18 +12,13 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+from servers import free_port
 
 from llmobs.metrics_text import read_metrics
-from llmobs.serving import ServerThread, bound_socket
+from llmobs.serving import ServerThread
 
 MESSAGES = [{"role": "user", "content": "count me"}]
 
-
-def free_port() -> int:
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class Instance:
