@@ -443,9 +443,11 @@ def test_ttft_and_chunk_gap_timing() -> None:
                 for chunk in r.iter_text():
                     if '"content":"tok' in chunk:
                         arrivals.append(time.perf_counter() - t0)
-    assert headers_at < 0.15  # headers go out before the model "thinks"
-    assert 0.18 <= arrivals[0] < 0.35
-    assert len(arrivals) == 3 and arrivals[-1] - arrivals[0] >= 0.09
+    # Server sleeps are lower bounds and client-side delays only add to them, so these
+    # hold on a loaded machine too (a gap between two arrivals can shrink; the total cannot).
+    assert arrivals[0] - headers_at >= 0.1  # headers go out before the model "thinks"
+    assert arrivals[0] >= 0.18
+    assert len(arrivals) == 3 and arrivals[-1] >= 0.2 + 2 * 0.05 - 0.01
 
 
 # ---------------------------------------------------------------------------- fault models
