@@ -53,8 +53,15 @@ class Scenario:
         headers = {"x-sim-output-tokens": str(self.tokens)}
         if self.ttft_ms or self.gap_ms:
             headers |= {"x-bench-ttft-ms": str(self.ttft_ms), "x-bench-gap-ms": str(self.gap_ms)}
-        return {"port": port, "path": PATH, "body": json.dumps(body), "headers": headers,
-                "n": self.n, "concurrency": self.concurrency, "deadline": deadline}
+        return {
+            "port": port,
+            "path": PATH,
+            "body": json.dumps(body),
+            "headers": headers,
+            "n": self.n,
+            "concurrency": self.concurrency,
+            "deadline": deadline,
+        }
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -78,8 +85,9 @@ class Client:
     """The load client process (benchmarks/loadclient.py), one JSON command per line."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "loadclient.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "loadclient.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.watch = Watch(self.proc.pid)
 
     def run(self, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -175,17 +183,27 @@ class Bench:
         cpu_after = (server.watch.cpu(), upstream.cpu(), self.client.watch.cpu())
         after = self._counted(server)
         res.update(
-            scenario=scen.key, target=target, round=rnd, phase=phase, stream=scen.stream, n=scen.n,
+            scenario=scen.key,
+            target=target,
+            round=rnd,
+            phase=phase,
+            stream=scen.stream,
+            n=scen.n,
             tokens=scen.tokens,
-            target_cpu_s=cpu_after[0] - cpu[0], upstream_cpu_s=cpu_after[1] - cpu[1],
-            client_proc_cpu_s=cpu_after[2] - cpu[2], rss_after=server.watch.rss(),
+            target_cpu_s=cpu_after[0] - cpu[0],
+            upstream_cpu_s=cpu_after[1] - cpu[1],
+            client_proc_cpu_s=cpu_after[2] - cpu[2],
+            rss_after=server.watch.rss(),
             counted=None if before is None or after is None else after - before,
         )
         self.results["cells"].append(res)
         done = res["completed"]
-        print(f"  {phase} r{rnd} {scen.key:12s} {target:9s} {done:6d} ok {res['rps']:8.0f}/s "
-              f"p50 {res['total_ms']['50']:7.2f} ms p99 {res['total_ms']['99']:7.2f} ms "
-              f"cpu {1e3 * res['target_cpu_s'] / max(1, done):6.3f} ms/req", file=sys.stderr)
+        print(
+            f"  {phase} r{rnd} {scen.key:12s} {target:9s} {done:6d} ok {res['rps']:8.0f}/s "
+            f"p50 {res['total_ms']['50']:7.2f} ms p99 {res['total_ms']['99']:7.2f} ms "
+            f"cpu {1e3 * res['target_cpu_s'] / max(1, done):6.3f} ms/req",
+            file=sys.stderr,
+        )
         return res
 
     def _counted(self, server: stack.Server) -> float | None:
@@ -200,8 +218,9 @@ class Bench:
         names = self.targets + (["llmobs-2w"] if "llmobs-2w" in self.servers else [])
         for target in names:
             self.cell(Scenario("warm-ns", False, 32, 400 if self.quick else 2000), target, 0, "warm-up")
-            self.cell(Scenario("warm-st", True, 32, 32 if self.quick else 128, ttft_ms=1, gap_ms=1), target, 0,
-                      "warm-up")
+            self.cell(
+                Scenario("warm-st", True, 32, 32 if self.quick else 128, ttft_ms=1, gap_ms=1), target, 0, "warm-up"
+            )
 
     def grid(self) -> None:
         """Every scenario x target, target order rotated per round and per scenario."""
@@ -221,18 +240,29 @@ class Bench:
             return
         script = self.logdir / "post.lua"
         body = json.dumps({"model": "sim-model", "messages": PROMPT})
-        script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
-                          'wrk.headers["Content-Type"] = "application/json"\n'
-                          'wrk.headers["Authorization"] = "Bearer sk-bench"\n')
+        script.write_text(
+            f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            'wrk.headers["Authorization"] = "Bearer sk-bench"\n'
+        )
         out: dict[str, Any] = {}
-        for rnd in range(1 if self.quick else 2):
+        for _rnd in range(1 if self.quick else 2):
             for target in self.targets:
                 server = self.servers[target]
-                cmd = [wrk, "-t1", "-c32", "-d1s" if self.quick else "-d3s", "-s", str(script),
-                       f"http://{stack.HOST}:{server.port}{PATH}"]
+                cmd = [
+                    wrk,
+                    "-t1",
+                    "-c32",
+                    "-d1s" if self.quick else "-d3s",
+                    "-s",
+                    str(script),
+                    f"http://{stack.HOST}:{server.port}{PATH}",
+                ]
                 text = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
-                rps = next((float(line.split()[1]) for line in text.splitlines()
-                            if line.startswith("Requests/sec")), float("nan"))
+                rps = next(
+                    (float(line.split()[1]) for line in text.splitlines() if line.startswith("Requests/sec")),
+                    float("nan"),
+                )
                 out.setdefault(target, []).append(rps)
                 print(f"  wrk {target:9s} {rps:8.0f}/s", file=sys.stderr)
         self.results["wrk_rps"] = {t: median(v) for t, v in out.items()}
@@ -241,21 +271,23 @@ class Bench:
         """1,000 concurrent open streams: all must complete; peak RSS of each target."""
         count = self.args.open_streams
         # Held open ~2-4 s: long enough that all are in flight at once, gentle on the upstream.
-        scen = Scenario("open-streams", True, count, count, ttft_ms=1500 if self.quick else 2000,
-                        gap_ms=50 if self.quick else 100)
+        scen = Scenario(
+            "open-streams", True, count, count, ttft_ms=1500 if self.quick else 2000, gap_ms=50 if self.quick else 100
+        )
         for target in ["direct", "llmobs"] if self.quick else self.targets:
             server = self.servers[target]
             flight: list[float] = []
             sampler_stop = threading.Event()
 
-            def scrape_in_flight() -> None:  # the proxy's own view of its concurrency, mid-phase
-                while not sampler_stop.wait(0.25):
+            def scrape_in_flight(server: Any, flight: list[float], stop: threading.Event) -> None:
+                # the proxy's own view of its concurrency, mid-phase; a failed scrape is a missing sample
+                while not stop.wait(0.25):
                     try:
                         flight.append(stack.scrape_totals(server.port)["llmobs_requests_in_flight"])
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - a sampler: any failure is one sample fewer
                         pass
 
-            scraper = threading.Thread(target=scrape_in_flight, daemon=True)
+            scraper = threading.Thread(target=scrape_in_flight, args=(server, flight, sampler_stop), daemon=True)
             if server.metrics:
                 scraper.start()
             base = server.watch.rss()
@@ -291,8 +323,10 @@ class Bench:
             return
         server = self.servers["llmobs"]
         out: dict[str, Any] = {}
-        shapes = [Scenario("prof-ns", False, 32, 6000 if not self.quick else 2000),
-                  Scenario("prof-st", True, 32, 256 if not self.quick else 96, ttft_ms=20, gap_ms=10)]
+        shapes = [
+            Scenario("prof-ns", False, 32, 6000 if not self.quick else 2000),
+            Scenario("prof-st", True, 32, 256 if not self.quick else 96, ttft_ms=20, gap_ms=10),
+        ]
         for scen in shapes:
             path = self.outdir / f"profile-{scen.key}.txt"
             seconds = 8 if not self.quick else 3
@@ -344,8 +378,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="profile even with --quick")
     p.add_argument("--out", default=str(HERE / "out"), help="logs, profiles and results.json (git-ignored)")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="the Markdown report to (re)write")
-    p.add_argument("--report-only", action="store_true",
-                   help="rewrite the report from OUT/results.json without running anything")
+    p.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from OUT/results.json without running anything"
+    )
     args = p.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.long_requests = args.long_requests or (3000 if args.quick else 100_000)

@@ -126,8 +126,13 @@ class Connection(asyncio.Protocol):
 
 def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     """A raw HTTP/1.1 POST with a JSON body."""
-    lines = [f"POST {path} HTTP/1.1", f"host: {host}:{port}", "content-type: application/json",
-             "authorization: Bearer sk-bench", f"content-length: {len(body)}"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"host: {host}:{port}",
+        "content-type: application/json",
+        "authorization: Bearer sk-bench",
+        f"content-length: {len(body)}",
+    ]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
@@ -136,8 +141,9 @@ async def _open(host: str, port: int, count: int) -> list[Connection]:
     loop = asyncio.get_running_loop()
     conns: list[Connection] = []
     for start in range(0, count, 200):  # in waves, so as not to overflow accept backlogs
-        made = await asyncio.gather(*(loop.create_connection(Connection, host, port)
-                                      for _ in range(min(200, count - start))))
+        made = await asyncio.gather(
+            *(loop.create_connection(Connection, host, port) for _ in range(min(200, count - start)))
+        )
         conns.extend(proto for _, proto in made)
     return conns
 
@@ -160,7 +166,7 @@ async def run(cmd: dict[str, Any]) -> dict[str, Any]:
             issued += 1
             try:
                 results.append(await conn.request(raw))
-            except Exception as exc:  # counted, and the connection is replaced
+            except Exception as exc:  # noqa: BLE001 - counted, and the connection is replaced
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 conn.close()
                 try:
@@ -180,8 +186,9 @@ async def run(cmd: dict[str, Any]) -> dict[str, Any]:
     return summarise(results, errors, issued, wall, cpu, timed_out=len(late))
 
 
-def summarise(results: list[Result], errors: dict[str, int], issued: int, wall: float, cpu: float,
-              timed_out: int = 0) -> dict[str, Any]:
+def summarise(
+    results: list[Result], errors: dict[str, int], issued: int, wall: float, cpu: float, timed_out: int = 0
+) -> dict[str, Any]:
     """Percentiles (ms), status and digest counts, throughput and the client's own CPU."""
     ttfb = sorted(r.ttfb * 1e3 for r in results)
     total = sorted(r.total * 1e3 for r in results)
@@ -217,7 +224,7 @@ async def serve_commands() -> None:
         cmd = json.loads(line)
         try:
             out = await run(cmd)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported to the driving process, which decides
             out = {"fatal": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(out) + "\n")
         sys.stdout.flush()

@@ -16,7 +16,7 @@ def _stat(pid: int) -> list[str] | None:
             text = f.read().decode()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()  # fields from 3 (state) on; comm may hold spaces
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
 
 
 def tree(root: int) -> list[int]:

@@ -17,8 +17,22 @@ def available() -> bool:
 
 def start(pid: int, out: Path, seconds: float, rate: int = 200) -> subprocess.Popen[bytes]:
     """Start sampling `pid` (and its subprocesses) into a collapsed-stack file."""
-    argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate),
-            "--format", "raw", "--nonblocking", "--subprocesses", "-o", str(out)]
+    argv = [
+        "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--subprocesses",
+        "-o",
+        str(out),
+    ]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 

@@ -32,8 +32,11 @@ class Cells:
         self.cells = cells
 
     def of(self, scenario: str, target: str, phase: str = "grid") -> dict[int, Cell]:
-        return {c["round"]: c for c in self.cells
-                if c["scenario"] == scenario and c["target"] == target and c["phase"] == phase}
+        return {
+            c["round"]: c
+            for c in self.cells
+            if c["scenario"] == scenario and c["target"] == target and c["phase"] == phase
+        }
 
     def per_round(self, scenario: str, target: str, value: Callable[[Cell], float]) -> list[float]:
         return [value(c) for c in self.of(scenario, target).values()]
@@ -78,10 +81,15 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
         f["streams"][scen] = {
             "direct_ttft_p50": median(cells.per_round(scen, "direct", p("ttfb_ms", "50"))),
             "direct_total_p50": median(cells.per_round(scen, "direct", p("total_ms", "50"))),
-            **{t: {"ttft50": cells.added(scen, t, p("ttfb_ms", "50")),
-                   "ttft99": cells.added(scen, t, p("ttfb_ms", "99")),
-                   "total50": cells.added(scen, t, p("total_ms", "50")),
-                   "total99": cells.added(scen, t, p("total_ms", "99"))} for t in proxies},
+            **{
+                t: {
+                    "ttft50": cells.added(scen, t, p("ttfb_ms", "50")),
+                    "ttft99": cells.added(scen, t, p("ttfb_ms", "99")),
+                    "total50": cells.added(scen, t, p("total_ms", "50")),
+                    "total99": cells.added(scen, t, p("total_ms", "99")),
+                }
+                for t in proxies
+            },
         }
     for scen in ("ns-c32", "ns-c128"):
         row = {t: median(cells.per_round(scen, t, rps)) for t in ("direct", *proxies, "llmobs-2w")}
@@ -96,20 +104,34 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
         per_stream = cells.per_round("st-c32", t, cpu_per_request)
         per_long = cells.per_round("st-c32-long", t, cpu_per_request)
         long_tokens = next((s["tokens"] for s in results["scenarios"] if s["key"] == "st-c32-long"), 100)
-        marginal = [(b - a) / (long_tokens - 20) for a, b in zip(per_stream, per_long)]
-        f["cpu"][t] = {"per_request_ms": 1e3 * per_req, "per_stream_ms": 1e3 * median(per_stream),
-                       "per_chunk_us": 1e6 * median(marginal),
-                       "per_chunk_avg_us": 1e6 * median(per_stream) / 20}
+        marginal = [(b - a) / (long_tokens - 20) for a, b in zip(per_stream, per_long, strict=False)]
+        f["cpu"][t] = {
+            "per_request_ms": 1e3 * per_req,
+            "per_stream_ms": 1e3 * median(per_stream),
+            "per_chunk_us": 1e6 * median(marginal),
+            "per_chunk_avg_us": 1e6 * median(per_stream) / 20,
+        }
     client = [c for c in results["cells"] if c["phase"] == "grid"]
     f["client"] = {
-        "ms_per_request_ns": 1e3 * median([c["client_proc_cpu_s"] / max(1, c["completed"]) for c in client
-                                           if c["scenario"] == "ns-c32"]),
-        "core_share_direct_ns_c32": median([c["client_proc_cpu_s"] / c["wall_s"] for c in client
-                                            if c["scenario"] == "ns-c32" and c["target"] == "direct"]),
-        "core_share_llmobs_ns_c32": median([c["client_proc_cpu_s"] / c["wall_s"] for c in client
-                                            if c["scenario"] == "ns-c32" and c["target"] == "llmobs"]),
-        "upstream_core_share_direct_ns_c32": median([c["upstream_cpu_s"] / c["wall_s"] for c in client
-                                                     if c["scenario"] == "ns-c32" and c["target"] == "direct"]),
+        "ms_per_request_ns": 1e3
+        * median([c["client_proc_cpu_s"] / max(1, c["completed"]) for c in client if c["scenario"] == "ns-c32"]),
+        "core_share_direct_ns_c32": median(
+            [
+                c["client_proc_cpu_s"] / c["wall_s"]
+                for c in client
+                if c["scenario"] == "ns-c32" and c["target"] == "direct"
+            ]
+        ),
+        "core_share_llmobs_ns_c32": median(
+            [
+                c["client_proc_cpu_s"] / c["wall_s"]
+                for c in client
+                if c["scenario"] == "ns-c32" and c["target"] == "llmobs"
+            ]
+        ),
+        "upstream_core_share_direct_ns_c32": median(
+            [c["upstream_cpu_s"] / c["wall_s"] for c in client if c["scenario"] == "ns-c32" and c["target"] == "direct"]
+        ),
         "wrk_rps": results.get("wrk_rps"),
     }
     f["identity"] = identity(results["cells"])
@@ -118,8 +140,14 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
     growth = results.get("growth")
     if growth:
         series = growth["rss_series"]
-        f["growth"] = {"requests": growth["requests"], "first": series[0], "last": series[-1],
-                       "peak": max(series), "pct": 100.0 * (series[-1] - series[0]) / series[0], "series": series}
+        f["growth"] = {
+            "requests": growth["requests"],
+            "first": series[0],
+            "last": series[-1],
+            "peak": max(series),
+            "pct": 100.0 * (series[-1] - series[0]) / series[0],
+            "series": series,
+        }
     return f
 
 
@@ -137,13 +165,17 @@ def identity(cells: list[Cell]) -> dict[str, Any]:
         reference = set(per_target.get("direct", {}))
         if len(reference) != 1:
             ambiguous.append(f"{kind}: direct gave {len(reference)} distinct bodies")
-        for target, digests in per_target.items():
+        for _target, digests in per_target.items():
             for digest, count in digests.items():
                 checked += count
                 if digest not in reference:
                     mismatched += count
-    return {"checked": checked, "mismatched": mismatched, "ambiguous": ambiguous,
-            "ok": mismatched == 0 and not ambiguous}
+    return {
+        "checked": checked,
+        "mismatched": mismatched,
+        "ambiguous": ambiguous,
+        "ok": mismatched == 0 and not ambiguous,
+    }
 
 
 def metrics_exact(cells: list[Cell]) -> dict[str, Any]:
@@ -179,36 +211,80 @@ def targets(f: dict[str, Any]) -> list[Target]:
     st = f["streams"]["st-c32"].get("llmobs", {})
     thr = f["throughput"]["ns-c32"]
     rows = [
-        Target("proxy CPU per non-streamed request", "≤ 0.5 ms", f"{cpu['per_request_ms']:.3f} ms",
-               cpu["per_request_ms"] <= 0.5),
-        Target("proxy CPU per streamed chunk", "≤ 50 µs", f"{cpu['per_chunk_us']:.0f} µs",
-               cpu["per_chunk_us"] <= 50),
-        Target("added p50 latency, non-stream, c=1", "≤ 0.5 ms", f"{lat['ns-c1']['llmobs']['50']:+.3f} ms",
-               lat["ns-c1"]["llmobs"]["50"] <= 0.5),
-        Target("added p99 latency, non-stream, c=32", "≤ 5 ms", f"{lat['ns-c32']['llmobs']['99']:+.2f} ms",
-               lat["ns-c32"]["llmobs"]["99"] <= 5),
-        Target("added TTFT p50 / p99, stream, c=32", "≤ 1 ms / ≤ 5 ms",
-               f"{st['ttft50']:+.2f} ms / {st['ttft99']:+.2f} ms", st["ttft50"] <= 1 and st["ttft99"] <= 5),
+        Target(
+            "proxy CPU per non-streamed request",
+            "≤ 0.5 ms",
+            f"{cpu['per_request_ms']:.3f} ms",
+            cpu["per_request_ms"] <= 0.5,
+        ),
+        Target("proxy CPU per streamed chunk", "≤ 50 µs", f"{cpu['per_chunk_us']:.0f} µs", cpu["per_chunk_us"] <= 50),
+        Target(
+            "added p50 latency, non-stream, c=1",
+            "≤ 0.5 ms",
+            f"{lat['ns-c1']['llmobs']['50']:+.3f} ms",
+            lat["ns-c1"]["llmobs"]["50"] <= 0.5,
+        ),
+        Target(
+            "added p99 latency, non-stream, c=32",
+            "≤ 5 ms",
+            f"{lat['ns-c32']['llmobs']['99']:+.2f} ms",
+            lat["ns-c32"]["llmobs"]["99"] <= 5,
+        ),
+        Target(
+            "added TTFT p50 / p99, stream, c=32",
+            "≤ 1 ms / ≤ 5 ms",
+            f"{st['ttft50']:+.2f} ms / {st['ttft99']:+.2f} ms",
+            st["ttft50"] <= 1 and st["ttft99"] <= 5,
+        ),
     ]
     if thr["llmobs/nginx"] == thr["llmobs/nginx"]:
-        rows.append(Target("throughput at c=32, non-stream", "≥ 50% of nginx's",
-                           f"{100 * thr['llmobs/nginx']:.0f}% of nginx's", thr["llmobs/nginx"] >= 0.5))
+        rows.append(
+            Target(
+                "throughput at c=32, non-stream",
+                "≥ 50% of nginx's",
+                f"{100 * thr['llmobs/nginx']:.0f}% of nginx's",
+                thr["llmobs/nginx"] >= 0.5,
+            )
+        )
     open_ = f["open"].get("llmobs")
     if open_:
         n = open_["n"]
         complete = open_["completed"] == n and open_["statuses"].get("200") == n and not open_["errors"]
         peak = open_["rss_peak"] / MIB
-        rows.append(Target(f"{n:,} concurrent streams", "all complete; peak RSS ≤ 150 MiB",
-                           f"{open_['completed']:,}/{n:,} complete; peak {peak:.0f} MiB", complete and peak <= 150))
+        rows.append(
+            Target(
+                f"{n:,} concurrent streams",
+                "all complete; peak RSS ≤ 150 MiB",
+                f"{open_['completed']:,}/{n:,} complete; peak {peak:.0f} MiB",
+                complete and peak <= 150,
+            )
+        )
     growth = f.get("growth")
     if growth:
-        rows.append(Target(f"RSS growth over {growth['requests']:,} requests", "< 5% after warm-up",
-                           f"{growth['pct']:+.1f}%", growth["pct"] < 5))
-    rows.append(Target("responses byte-identical to direct", "all", f"{f['identity']['checked']:,} checked, "
-                       f"{f['identity']['mismatched']} differ", f["identity"]["ok"]))
-    rows.append(Target("/metrics counted every request exactly", "exact",
-                       f"{f['metrics']['counted']:,} counted / {f['metrics']['sent']:,} sent",
-                       f["metrics"]["ok"]))
+        rows.append(
+            Target(
+                f"RSS growth over {growth['requests']:,} requests",
+                "< 5% after warm-up",
+                f"{growth['pct']:+.1f}%",
+                growth["pct"] < 5,
+            )
+        )
+    rows.append(
+        Target(
+            "responses byte-identical to direct",
+            "all",
+            f"{f['identity']['checked']:,} checked, {f['identity']['mismatched']} differ",
+            f["identity"]["ok"],
+        )
+    )
+    rows.append(
+        Target(
+            "/metrics counted every request exactly",
+            "exact",
+            f"{f['metrics']['counted']:,} counted / {f['metrics']['sent']:,} sent",
+            f["metrics"]["ok"],
+        )
+    )
     return rows
 
 
@@ -224,10 +300,22 @@ def _run(argv: list[str]) -> str:
 
 
 def environment() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next((line.split(":", 1)[1].strip() for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        "?",
+    )
     versions = []
     for dist in ("llmobs", "uvicorn", "uvloop", "httptools", "aiohttp", "prometheus_client", "fastapi"):
         try:
@@ -266,19 +354,27 @@ def render(results: dict[str, Any], f: dict[str, Any], env: dict[str, str], quic
     passed = sum(r.ok for r in rows)
     add("# llmobs benchmark results")
     add("")
-    add("Regenerated by `" + results["command"] + "` "
-        f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+    add(
+        "Regenerated by `" + results["command"] + "` "
+        f"on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
         f"in {results['seconds']:.0f} s{' (quick mode: small samples, indicative only)' if quick else ''}. "
-        "Do not edit by hand.")
+        "Do not edit by hand."
+    )
     add("")
-    add(f"- Machine: {env['machine']}; load average at the end {env['load']} (shared machine: "
+    add(
+        f"- Machine: {env['machine']}; load average at the end {env['load']} (shared machine: "
         "absolute numbers are noise, so every figure is a difference or ratio against *direct* "
-        "from the same round).")
+        "from the same round)."
+    )
     add(f"- Python {env['python']}; {env['versions']}; nginx {env['nginx']}; {env['tools']}.")
-    add(f"- Code: `{env['commit']}`. llmobs with default settings: Prometheus metrics on, "
-        "stream usage injection on, OpenTelemetry export off (no OTLP endpoint set).")
-    add(f"- Method: {results['rounds']} interleaved rounds (target order rotated every scenario and "
-        "round); each figure is the median over rounds of (target − direct) or target / direct.")
+    add(
+        f"- Code: `{env['commit']}`. llmobs with default settings: Prometheus metrics on, "
+        "stream usage injection on, OpenTelemetry export off (no OTLP endpoint set)."
+    )
+    add(
+        f"- Method: {results['rounds']} interleaved rounds (target order rotated every scenario and "
+        "round); each figure is the median over rounds of (target − direct) or target / direct."
+    )
     add("")
     add(f"## Targets ({passed} of {len(rows)} met)")
     add("")
@@ -320,73 +416,98 @@ def _streams(add: Callable[[str], None], f: dict[str, Any], results: dict[str, A
     shapes = {s["key"]: s for s in results["scenarios"]}
     add("## Streams of 20 chunks: added TTFT and total stream time (ms, vs direct)")
     add("")
-    add("| concurrency | upstream TTFT / gap | direct TTFT p50 | direct total p50 | "
-        + " | ".join(f"{t} +TTFT p50 | {t} +TTFT p99 | {t} +total p50 | {t} +total p99" for t in f["proxies"]) + " |")
+    add(
+        "| concurrency | upstream TTFT / gap | direct TTFT p50 | direct total p50 | "
+        + " | ".join(f"{t} +TTFT p50 | {t} +TTFT p99 | {t} +total p50 | {t} +total p99" for t in f["proxies"])
+        + " |"
+    )
     add("|---|---|---|---|" + "---|---|---|---|" * len(f["proxies"]))
     for scen, row in f["streams"].items():
         s = shapes[scen]
-        cells = " | ".join(f"{_ms(row[t]['ttft50'])} | {_ms(row[t]['ttft99'])} | {_ms(row[t]['total50'])} | "
-                           f"{_ms(row[t]['total99'])}" for t in f["proxies"])
-        add(f"| {s['concurrency']} | {s['ttft_ms']} / {s['gap_ms']} ms | {_ms(row['direct_ttft_p50'], False)} | "
-            f"{_ms(row['direct_total_p50'], False)} | {cells} |")
+        cells = " | ".join(
+            f"{_ms(row[t]['ttft50'])} | {_ms(row[t]['ttft99'])} | {_ms(row[t]['total50'])} | {_ms(row[t]['total99'])}"
+            for t in f["proxies"]
+        )
+        add(
+            f"| {s['concurrency']} | {s['ttft_ms']} / {s['gap_ms']} ms | {_ms(row['direct_ttft_p50'], False)} | "
+            f"{_ms(row['direct_total_p50'], False)} | {cells} |"
+        )
     add("")
 
 
 def _throughput(add: Callable[[str], None], f: dict[str, Any]) -> None:
     add("## Throughput, non-streamed, closed loop")
     add("")
-    add("| concurrency | direct req/s | nginx req/s | llmobs req/s | llmobs / direct | llmobs / nginx | "
-        "nginx / direct | llmobs 2 workers req/s | 2 workers / 1 worker |")
+    add(
+        "| concurrency | direct req/s | nginx req/s | llmobs req/s | llmobs / direct | llmobs / nginx | "
+        "nginx / direct | llmobs 2 workers req/s | 2 workers / 1 worker |"
+    )
     add("|---|---|---|---|---|---|---|---|---|")
     for scen, row in f["throughput"].items():
-        def r(key: str) -> str:
+
+        def r(key: str, row: dict[str, float] = row) -> str:
             v = row.get(key, float("nan"))
             return "n/a" if v != v else f"{v:.2f}"
 
-        def n(key: str) -> str:
+        def n(key: str, row: dict[str, float] = row) -> str:
             v = row.get(key, float("nan"))
             return "n/a" if v != v else f"{v:.0f}"
-        add(f"| {scen.split('-c')[1]} | {n('direct')} | {n('nginx')} | {n('llmobs')} | {r('llmobs/direct')} | "
-            f"{r('llmobs/nginx')} | {r('nginx/direct')} | {n('llmobs-2w')} | {r('2w/1w')} |")
+
+        add(
+            f"| {scen.split('-c')[1]} | {n('direct')} | {n('nginx')} | {n('llmobs')} | {r('llmobs/direct')} | "
+            f"{r('llmobs/nginx')} | {r('nginx/direct')} | {n('llmobs-2w')} | {r('2w/1w')} |"
+        )
     add("")
-    add("Direct is bound by the single-process Python simulator; the proxies share the same two "
+    add(
+        "Direct is bound by the single-process Python simulator; the proxies share the same two "
         "cores with it and with the client, so a proxy's ratio to direct includes the CPU it takes "
-        "away from the upstream.")
+        "away from the upstream."
+    )
     add("")
 
 
 def _cpu(add: Callable[[str], None], f: dict[str, Any]) -> None:
     add("## CPU (all processes of the server, from /proc utime+stime)")
     add("")
-    add("| server | per non-streamed request (c=32) | per 20-chunk stream (c=32) | per extra chunk "
-        "(100- vs 20-chunk streams) | per chunk, stream cost / 20 |")
+    add(
+        "| server | per non-streamed request (c=32) | per 20-chunk stream (c=32) | per extra chunk "
+        "(100- vs 20-chunk streams) | per chunk, stream cost / 20 |"
+    )
     add("|---|---|---|---|---|")
     for t, row in f["cpu"].items():
         name = "upstream simulator (direct)" if t == "direct" else t
-        add(f"| {name} | {row['per_request_ms']:.3f} ms | {row['per_stream_ms']:.3f} ms | "
-            f"{row['per_chunk_us']:.0f} µs | {row['per_chunk_avg_us']:.0f} µs |")
+        add(
+            f"| {name} | {row['per_request_ms']:.3f} ms | {row['per_stream_ms']:.3f} ms | "
+            f"{row['per_chunk_us']:.0f} µs | {row['per_chunk_avg_us']:.0f} µs |"
+        )
     add("")
 
 
 def _memory(add: Callable[[str], None], f: dict[str, Any], results: dict[str, Any]) -> None:
     add("## Memory")
     add("")
-    add("| server | idle RSS | before the open streams | peak with the open streams | streams complete | "
-        "llmobs in-flight gauge, max seen |")
+    add(
+        "| server | idle RSS | before the open streams | peak with the open streams | streams complete | "
+        "llmobs in-flight gauge, max seen |"
+    )
     add("|---|---|---|---|---|---|")
     for t, c in f["open"].items():
         flight = c.get("in_flight_max")
-        add(f"| {'upstream simulator (direct)' if t == 'direct' else t} | {_mib(results['idle_rss'][t])} | "
+        add(
+            f"| {'upstream simulator (direct)' if t == 'direct' else t} | {_mib(results['idle_rss'][t])} | "
             f"{_mib(c['rss_before'])} | {_mib(c['rss_peak'])} | {c['completed']}/{c['issued']} "
             f"(statuses {c['statuses']}, errors {c['errors'] or 'none'}) | "
-            f"{'n/a' if flight is None else f'{flight:.0f}'} |")
+            f"{'n/a' if flight is None else f'{flight:.0f}'} |"
+        )
     add("")
     g = f.get("growth")
     if g:
         series = ", ".join(f"{v / MIB:.1f}" for v in g["series"])
-        add(f"Long run: {g['requests']:,} requests through llmobs after warm-up (4/5 non-streamed, "
+        add(
+            f"Long run: {g['requests']:,} requests through llmobs after warm-up (4/5 non-streamed, "
             f"1/5 streamed, c=32). RSS {_mib(g['first'])} → {_mib(g['last'])} ({g['pct']:+.1f}%), "
-            f"peak {_mib(g['peak'])}. RSS after each tenth (MiB): {series}.")
+            f"peak {_mib(g['peak'])}. RSS after each tenth (MiB): {series}."
+        )
         add("")
 
 
@@ -394,12 +515,16 @@ def _correctness(add: Callable[[str], None], f: dict[str, Any]) -> None:
     ident, met = f["identity"], f["metrics"]
     add("## Correctness")
     add("")
-    add(f"- Byte identity: {ident['checked']:,} response bodies from every phase, ids and `created` "
+    add(
+        f"- Byte identity: {ident['checked']:,} response bodies from every phase, ids and `created` "
         f"stamps normalised, compared with the body direct returned for the same request: "
-        f"{ident['mismatched']} differ. {'; '.join(ident['ambiguous'])}")
-    add(f"- `/metrics`: `llmobs_requests_total` moved by {met['counted']:,} for {met['sent']:,} requests "
+        f"{ident['mismatched']} differ. {'; '.join(ident['ambiguous'])}"
+    )
+    add(
+        f"- `/metrics`: `llmobs_requests_total` moved by {met['counted']:,} for {met['sent']:,} requests "
         f"sent through llmobs, checked cell by cell (scraped before and after each): "
-        f"{'exact' if met['ok'] else 'MISMATCH: ' + '; '.join(met['bad'][:10])}.")
+        f"{'exact' if met['ok'] else 'MISMATCH: ' + '; '.join(met['bad'][:10])}."
+    )
     add("")
 
 
@@ -407,16 +532,20 @@ def _client(add: Callable[[str], None], f: dict[str, Any]) -> None:
     c = f["client"]
     add("## Is the load client the bottleneck?")
     add("")
-    add(f"The client is `benchmarks/loadclient.py`: one process, uvloop + httptools, keep-alive "
+    add(
+        f"The client is `benchmarks/loadclient.py`: one process, uvloop + httptools, keep-alive "
         f"connections, closed loop. It spends {c['ms_per_request_ns']:.3f} ms of CPU per non-streamed "
         f"request, including hashing every body. At c=32 direct it used {100 * c['core_share_direct_ns_c32']:.0f}% "
         f"of a core while the upstream used {100 * c['upstream_core_share_direct_ns_c32']:.0f}%; "
-        f"against llmobs it used {100 * c['core_share_llmobs_ns_c32']:.0f}%.")
+        f"against llmobs it used {100 * c['core_share_llmobs_ns_c32']:.0f}%."
+    )
     wrk = c.get("wrk_rps")
     if wrk:
-        add(f" The same shape driven by `wrk -t1 -c32` (C, no body checks) reached: "
+        add(
+            " The same shape driven by `wrk -t1 -c32` (C, no body checks) reached: "
             + ", ".join(f"{t} {v:.0f} req/s" for t, v in wrk.items())
-            + ". Where wrk is no faster than the Python client, the server, not the client, sets the pace.")
+            + ". Where wrk is no faster than the Python client, the server, not the client, sets the pace."
+        )
     add("")
 
 
@@ -430,13 +559,16 @@ def _profile(add: Callable[[str], None], results: dict[str, Any]) -> None:
         title = "non-streamed requests" if key.endswith("ns") else "20-chunk streams"
         add(f"### {title} ({data['samples']} samples)")
         add("")
-        add("Share of samples by area (innermost known frame): "
-            + ", ".join(f"{name} {share}%" for name, share in data["area"]) + ".")
+        add(
+            "Share of samples by area (innermost known frame): "
+            + ", ".join(f"{name} {share}%" for name, share in data["area"])
+            + "."
+        )
         add("")
         add("| self % | function | | inclusive % | function |")
         add("|---|---|---|---|---|")
         inclusive = [x for x in data["inclusive"] if not x[0].startswith(("<module>", "run (", "main ("))][:15]
-        for (fn, share), (ifn, ishare) in zip(data["self"][:15], inclusive):
+        for (fn, share), (ifn, ishare) in zip(data["self"][:15], inclusive, strict=False):
             add(f"| {share} | `{fn}` | | {ishare} | `{ifn}` |")
         add("")
     analysis = Path(__file__).with_name("PROFILE_NOTES.md")
@@ -450,5 +582,4 @@ def write(results: dict[str, Any], path: Path, quick: bool = False) -> str:
     f = figures(results)
     env = environment()
     path.write_text(render(results, f, env, quick) + "\n")
-    return "\n".join(f"{'pass' if r.ok else 'MISS'}  {r.figure}: {r.measured} (target {r.target})"
-                     for r in targets(f))
+    return "\n".join(f"{'pass' if r.ok else 'MISS'}  {r.figure}: {r.measured} (target {r.target})" for r in targets(f))

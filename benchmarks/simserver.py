@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from llmobs.simulator import SimConfig, create_app
+from llmobs.sim import SimConfig, create_app
 
 TTFT = b"x-bench-ttft-ms"
 GAP = b"x-bench-gap-ms"
@@ -25,7 +25,8 @@ GAP = b"x-bench-gap-ms"
 class TimedSim:
     """Dispatches each request to a simulator built for the TTFT and gap it asks for."""
 
-    def __init__(self, default: SimConfig = SimConfig()) -> None:
+    def __init__(self, default: SimConfig | None = None) -> None:
+        default = default or SimConfig()
         self.default = default
         self.apps: dict[tuple[bytes, bytes], Any] = {(b"", b""): create_app(default)}
 
@@ -58,8 +59,17 @@ def main() -> None:
     args.add_argument("--host", default="127.0.0.1")
     args.add_argument("--port", type=int, required=True)
     opts = args.parse_args()
-    uvicorn.run(TimedSim(), host=opts.host, port=opts.port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False, backlog=4096, timeout_keep_alive=120)
+    uvicorn.run(
+        TimedSim(),
+        host=opts.host,
+        port=opts.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        timeout_keep_alive=120,
+    )
 
 
 if __name__ == "__main__":

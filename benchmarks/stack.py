@@ -71,11 +71,11 @@ class Server:
                 self.proc.wait()
 
 
-def _spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None,
-           metrics: bool = False, port: int = 0) -> Server:
+def _spawn(
+    name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None, metrics: bool = False, port: int = 0
+) -> Server:
     log = logdir / f"{name}.log"
-    proc = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
     return Server(name, port, proc, Watch(proc.pid), log, metrics)
 
 
@@ -93,7 +93,18 @@ def llmobs_env() -> dict[str, str]:
 
 def start_llmobs(name: str, upstream: int, logdir: Path, workers: int = 1) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "llmobs.cli", "serve", "--upstream", f"http://{HOST}:{upstream}/v1", "--host", HOST, "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "llmobs.cli",
+        "serve",
+        "--upstream",
+        f"http://{HOST}:{upstream}/v1",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
     if workers > 1:
         argv += ["--workers", str(workers)]
     return _spawn(name, argv, logdir, env=llmobs_env(), metrics=True, port=port)
@@ -101,7 +112,9 @@ def start_llmobs(name: str, upstream: int, logdir: Path, workers: int = 1) -> Se
 
 def serve_supports_workers() -> bool:
     """Whether this llmobs has `serve --workers`."""
-    out = subprocess.run([sys.executable, "-m", "llmobs.cli", "serve", "--help"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "llmobs.cli", "serve", "--help"], capture_output=True, text=True, timeout=30
+    )
     return "--workers" in out.stdout
 
 
@@ -154,8 +167,9 @@ def start_nginx(upstream: int, logdir: Path) -> Server | None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-nginx-", dir=logdir))
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, host=HOST, upstream=upstream, port=port))
-    return _spawn("nginx", [binary, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log")],
-                  logdir, port=port)
+    return _spawn(
+        "nginx", [binary, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log")], logdir, port=port
+    )
 
 
 def nginx_version() -> str:

@@ -13,11 +13,11 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from llmobs.app import LLMObs, create_app  # noqa: E402
-from llmobs.config import Settings  # noqa: E402
-from llmobs.serving import ServerThread, serve  # noqa: E402
-from llmobs.simulator import SimConfig  # noqa: E402
-from llmobs.simulator import create_app as create_simulator  # noqa: E402
+from llmobs.app import LLMObs, create_app
+from llmobs.config import Settings
+from llmobs.dev.harness import ServerThread, serve
+from llmobs.sim import SimConfig
+from llmobs.sim import create_app as create_simulator
 
 
 class Proxied:
@@ -97,8 +97,13 @@ def make_proxy() -> Iterator[Callable[..., Proxied]]:
     def start(upstream_url: str, **settings: Any) -> Proxied:
         kwargs = {k: settings.pop(k) for k in ("tracer_provider", "meter_provider") if k in settings}
         registry = CollectorRegistry()
-        app = create_app(Settings(upstream_url=upstream_url, **settings), registry=registry,
-                         otel_from_env=False, strict=True, **kwargs)
+        app = create_app(
+            Settings(upstream_url=upstream_url, **settings),
+            registry=registry,
+            otel_from_env=False,
+            strict=True,
+            **kwargs,
+        )
         server = ServerThread(app).start()
         started.append(server)
         return Proxied(server, app, registry)

@@ -189,8 +189,14 @@ def fault_upstream(script: Script) -> Iterator[FaultUpstream]:
 # --- canned wire bytes -------------------------------------------------------------------
 
 
-def http_response(status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None,
-                  *, content_length: int | None = None, reason: str = "X") -> bytes:
+def http_response(
+    status: int,
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    content_length: int | None = None,
+    reason: str = "X",
+) -> bytes:
     """A response head plus body; `content_length` may lie."""
     lines = [f"HTTP/1.1 {status} {reason}"]
     for name, value in headers or [("content-type", "application/json")]:
@@ -210,8 +216,9 @@ def chunked(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-def chat_chunks(model: str = "m", tokens: int = 5, *, usage: bool = True, prompt: int = 7,
-                finish: str = "stop") -> list[dict[str, Any]]:
+def chat_chunks(
+    model: str = "m", tokens: int = 5, *, usage: bool = True, prompt: int = 7, finish: str = "stop"
+) -> list[dict[str, Any]]:
     """The JSON objects of a chat completions stream, usage chunk last when asked."""
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
     chunks: list[dict[str, Any]] = [
@@ -221,8 +228,13 @@ def chat_chunks(model: str = "m", tokens: int = 5, *, usage: bool = True, prompt
         chunks.append({**base, "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]})
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     if usage:
-        chunks.append({**base, "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": tokens,
-                                                       "total_tokens": prompt + tokens}})
+        chunks.append(
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens},
+            }
+        )
     return chunks
 
 
@@ -239,11 +251,16 @@ def sse(objects: list[Any], *, done: bool = True, eol: bytes = b"\n") -> bytes:
 
 def chat_body(model: str = "m", tokens: int = 5, prompt: int = 7) -> bytes:
     """A non-streamed chat completion with usage."""
-    return json.dumps({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens},
-    }).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens},
+        }
+    ).encode()
 
 
 def refused_port() -> tuple[socket.socket, int]:
@@ -295,8 +312,11 @@ def proxy_tasks(proxy: Any) -> list[str]:
         return [t.get_coro().__qualname__ for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
     names = asyncio.run_coroutine_threadsafe(running(), loop).result(5)
-    return [n for n in names if n.startswith(("Proxy", "_Exchange", "_Observer", "ClientSession"))
-            or "_watch" in n or "_relay" in n]
+    return [
+        n
+        for n in names
+        if n.startswith(("Proxy", "_Exchange", "_Observer", "ClientSession")) or "_watch" in n or "_relay" in n
+    ]
 
 
 def upstream_connections_in_use(proxy: Any) -> int:
@@ -311,7 +331,8 @@ def assert_quiet(proxy: Any, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while proxy_tasks(proxy) or upstream_connections_in_use(proxy):
         if time.monotonic() > deadline:
-            raise AssertionError(f"still running: {proxy_tasks(proxy)}, "
-                                 f"{upstream_connections_in_use(proxy)} upstream connections held")
+            raise AssertionError(
+                f"still running: {proxy_tasks(proxy)}, {upstream_connections_in_use(proxy)} upstream connections held"
+            )
         time.sleep(0.01)
     assert proxy.total("llmobs_requests_in_flight") == 0

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,6 @@ def required_binary(name: str) -> str:
 
 def prometheus_binary() -> str:
     return required_binary("prometheus")
-
 
 
 def retargeted_config(target: str, interval: str = "1s") -> dict[str, Any]:
@@ -67,7 +67,7 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(workdir / "prometheus.log", "wb")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> Prometheus:
@@ -80,7 +80,8 @@ class Prometheus:
                 "--enable-feature=exemplar-storage",  # as in deploy/docker-compose.yml
                 "--log.level=warn",
             ],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.wait_until(lambda: self._ready(), timeout, "Prometheus did not become ready")
         return self

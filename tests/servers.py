@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmobs.serving import ServerThread, bound_socket, serve
+from llmobs.dev.harness import ServerThread, bound_socket, serve
 
 __all__ = ["ServerThread", "bound_socket", "free_port", "serve"]
 

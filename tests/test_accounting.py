@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from llmobs.accounting import parse_usage
-from llmobs.endpoints import ENDPOINTS, OTHER, classify
+from llmobs.apis.accounting import parse_usage
+from llmobs.apis.table import ENDPOINTS, OTHER, classify
 from llmobs.records import Outcome, RequestInfo, Usage, UsageSource
 from llmobs.sse import SSEDecoder
 
@@ -23,19 +23,32 @@ def sse(*payloads: Any, event_names: bool = False) -> bytes:
     return out
 
 
-def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, index: int = 0, **extra: Any) -> dict[str, Any]:
+def chunk(
+    delta: dict[str, Any] | None = None, finish: str | None = None, index: int = 0, **extra: Any
+) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06",
-        "system_fingerprint": "fp_1", "service_tier": "default",
-        "choices": [{"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish}], **extra,
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
+        "system_fingerprint": "fp_1",
+        "service_tier": "default",
+        "choices": [{"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish}],
+        **extra,
     }
 
 
 USAGE = {
-    "prompt_tokens": 1200, "completion_tokens": 3, "total_tokens": 1203,
+    "prompt_tokens": 1200,
+    "completion_tokens": 3,
+    "total_tokens": 1203,
     "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
-    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                  "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 0,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
 }
 CHAT_STREAM = sse(
     chunk({"role": "assistant", "content": "", "refusal": None}, usage=None),
@@ -96,7 +109,11 @@ def test_every_byte_split_gives_the_same_observation(strip: bool) -> None:
     whole, whole_relayed = run_stream(info(), [CHAT_STREAM], strip=strip)
     for i in range(len(CHAT_STREAM) + 1):
         obs, relayed = run_stream(info(), [CHAT_STREAM[:i], CHAT_STREAM[i:]], strip=strip)
-        assert (obs.usage, obs.finish_reasons, obs.response_id) == (whole.usage, whole.finish_reasons, whole.response_id)
+        assert (obs.usage, obs.finish_reasons, obs.response_id) == (
+            whole.usage,
+            whole.finish_reasons,
+            whole.response_id,
+        )
         assert relayed == whole_relayed
 
 
@@ -123,15 +140,20 @@ def test_reasoning_content_deepseek_style() -> None:
 
 
 def test_vllm_sends_reasoning_instead_of_reasoning_content() -> None:
-    stream = sse(chunk({"role": "assistant"}), chunk({"reasoning": "hmm"}), chunk({"content": "ok"}), chunk({}, "stop"), "[DONE]")
+    stream = sse(
+        chunk({"role": "assistant"}), chunk({"reasoning": "hmm"}), chunk({"content": "ok"}), chunk({}, "stop"), "[DONE]"
+    )
     obs, _ = run_stream(info(), events_of(stream))
     assert (obs.timings.first_reasoning, obs.timings.first_token) == (2.0, 3.0)
 
 
 def test_each_choice_finish_reason_counts_once() -> None:
     stream = sse(
-        chunk({"content": "a"}, index=0), chunk({"content": "b"}, index=1),
-        chunk({}, "length", index=1), chunk({}, "tool_calls", index=0), "[DONE]",
+        chunk({"content": "a"}, index=0),
+        chunk({"content": "b"}, index=1),
+        chunk({}, "length", index=1),
+        chunk({}, "tool_calls", index=0),
+        "[DONE]",
     )
     obs, _ = run_stream(info(), events_of(stream))
     assert obs.finish_reasons == ("tool_calls", "length")
@@ -151,8 +173,14 @@ def test_stream_cut_before_done_is_interrupted() -> None:
 
 def test_legacy_completions_stream() -> None:
     def text(t: str, finish: str | None = None) -> dict[str, Any]:
-        return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gpt-3.5-turbo-instruct",
-                "choices": [{"index": 0, "text": t, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": "gpt-3.5-turbo-instruct",
+            "choices": [{"index": 0, "text": t, "logprobs": None, "finish_reason": finish}],
+        }
+
     usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
     stream = sse(text("Hi"), text(" there", "length"), {**text(""), "choices": [], "usage": usage}, "[DONE]")
     obs, _ = run_stream(info("completions"), events_of(stream))
@@ -161,10 +189,18 @@ def test_legacy_completions_stream() -> None:
 
 
 RESPONSE = {
-    "id": "resp_1", "object": "response", "model": "o4-mini-2025-04-16", "status": "completed",
+    "id": "resp_1",
+    "object": "response",
+    "model": "o4-mini-2025-04-16",
+    "status": "completed",
     "output": [{"type": "reasoning", "summary": []}, {"type": "message", "content": []}],
-    "usage": {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 10}, "output_tokens": 30,
-              "output_tokens_details": {"reasoning_tokens": 20}, "total_tokens": 80},
+    "usage": {
+        "input_tokens": 50,
+        "input_tokens_details": {"cached_tokens": 10},
+        "output_tokens": 30,
+        "output_tokens_details": {"reasoning_tokens": 20},
+        "total_tokens": 80,
+    },
 }
 
 
@@ -203,16 +239,23 @@ def test_responses_function_call_is_tool_calls_and_content_filter_maps() -> None
     acc.on_body(json.dumps({**RESPONSE, "output": [{"type": "function_call", "name": "f"}]}).encode())
     assert acc.finish(Outcome.COMPLETED, 200, 1.0).finish_reasons == ("tool_calls",)
     acc = ENDPOINTS["responses"].accumulator(info("responses", stream=False), 0.0)
-    acc.on_body(json.dumps({**RESPONSE, "status": "incomplete",
-                            "incomplete_details": {"reason": "content_filter"}}).encode())
+    acc.on_body(
+        json.dumps({**RESPONSE, "status": "incomplete", "incomplete_details": {"reason": "content_filter"}}).encode()
+    )
     assert acc.finish(Outcome.COMPLETED, 200, 1.0).finish_reasons == ("content_filter",)
 
 
 def test_non_streamed_chat_body() -> None:
-    body = {"id": "chatcmpl-2", "object": "chat.completion", "model": "gpt-4o", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"},
-        {"index": 1, "message": {"role": "assistant", "content": "y"}, "finish_reason": "length"},
-    ], "usage": {**USAGE, "prompt_tokens_details": None, "completion_tokens_details": None}}
+    body = {
+        "id": "chatcmpl-2",
+        "object": "chat.completion",
+        "model": "gpt-4o",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"},
+            {"index": 1, "message": {"role": "assistant", "content": "y"}, "finish_reason": "length"},
+        ],
+        "usage": {**USAGE, "prompt_tokens_details": None, "completion_tokens_details": None},
+    }
     acc = ENDPOINTS["chat/completions"].accumulator(info(stream=False), 0.0)
     acc.on_body(json.dumps(body).encode())
     obs = acc.finish(Outcome.COMPLETED, 200, 1.0)
@@ -222,12 +265,16 @@ def test_non_streamed_chat_body() -> None:
 
 def test_embeddings_usage_has_input_only() -> None:
     acc = ENDPOINTS["embeddings"].accumulator(info("embeddings", stream=False), 0.0)
-    acc.on_body(b'{"object":"list","data":[],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}')
+    acc.on_body(
+        b'{"object":"list","data":[],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}'
+    )
     assert acc.finish(Outcome.COMPLETED, 200, 1.0).usage == Usage(input_tokens=8, output_tokens=0)
 
 
 def test_cache_write_tokens_and_garbage_counts() -> None:
-    usage = parse_usage({"prompt_tokens": 10, "completion_tokens": True, "prompt_tokens_details": {"cache_write_tokens": 4}})
+    usage = parse_usage(
+        {"prompt_tokens": 10, "completion_tokens": True, "prompt_tokens_details": {"cache_write_tokens": 4}}
+    )
     assert usage == Usage(input_tokens=10, cache_write_tokens=4)
 
 

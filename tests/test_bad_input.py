@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+
 from conftest import Proxied
 from fault_upstream import (
     Conn,
@@ -35,8 +36,12 @@ async def answer(request: RawRequest, conn: Conn) -> None:
     except (ValueError, AttributeError, RecursionError):
         streamed = False
     if streamed:
-        await conn.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: "
-                        + str(len(STREAM)).encode() + b"\r\n\r\n" + STREAM)
+        await conn.send(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: "
+            + str(len(STREAM)).encode()
+            + b"\r\n\r\n"
+            + STREAM
+        )
     else:
         await conn.send(http_response(200, chat_body()))
 
@@ -165,13 +170,18 @@ def raw(proxy: Proxied, request: bytes) -> bytes:
     return answer.split(b"\r\n", 1)[0]
 
 
-def test_no_request_reaches_any_host_but_the_upstream(proxy: Proxied, upstream: FaultUpstream, evil: FaultUpstream) -> None:
+def test_no_request_reaches_any_host_but_the_upstream(
+    proxy: Proxied, upstream: FaultUpstream, evil: FaultUpstream
+) -> None:
     there = f"127.0.0.1:{evil.port}".encode()
     attempts = {
         b"GET http://" + there + b"/v1/models HTTP/1.1\r\nHost: " + there: b"/v1/models",  # absolute form
         b"GET https://" + there + b"/x HTTP/1.1\r\nHost: a": b"/x",
         b"GET /v1/models HTTP/1.1\r\nHost: " + there: b"/v1/models",  # Host trick
-        b"GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: " + there + b"\r\nForwarded: host=" + there: b"/v1/models",
+        b"GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: "
+        + there
+        + b"\r\nForwarded: host="
+        + there: b"/v1/models",
         b"GET //" + there + b"/x HTTP/1.1\r\nHost: a": b"//" + there + b"/x",  # scheme-relative look-alike
         b"GET /..%2f..%2f" + there + b" HTTP/1.1\r\nHost: a": b"/..%2f..%2f" + there,
         b"GET /../../x HTTP/1.1\r\nHost: a": b"/../../x",  # dot segments go as sent
@@ -203,11 +213,15 @@ def test_no_request_reaches_any_host_but_the_upstream(proxy: Proxied, upstream: 
     assert {(key.host, key.port) for key in pool} <= {("127.0.0.1", upstream.port)}
 
 
-def test_headers_reach_the_upstream_as_sent_less_hop_by_hop_and_our_own(proxy: Proxied, upstream: FaultUpstream) -> None:
-    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
-               b"Connection: keep-alive, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
-               b"Proxy-Authorization: Basic c2VjcmV0\r\nX-LLMOBS-Tenant: t1\r\n"
-               b"X-Dup: one\r\nX-Dup: two\r\nX-Title: caf\xc3\xa9 \xe2\x98\x95\r\nAuthorization: Bearer sk-abc\r\n\r\n{}")
+def test_headers_reach_the_upstream_as_sent_less_hop_by_hop_and_our_own(
+    proxy: Proxied, upstream: FaultUpstream
+) -> None:
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+        b"Connection: keep-alive, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
+        b"Proxy-Authorization: Basic c2VjcmV0\r\nX-LLMOBS-Tenant: t1\r\n"
+        b"X-Dup: one\r\nX-Dup: two\r\nX-Title: caf\xc3\xa9 \xe2\x98\x95\r\nAuthorization: Bearer sk-abc\r\n\r\n{}"
+    )
     assert raw(proxy, request) == b"HTTP/1.1 200 OK"
     received = upstream.requests[-1]
     names = [name.lower() for name, _ in received.headers]

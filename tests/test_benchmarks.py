@@ -7,8 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import loadclient  # noqa: E402
-import report  # noqa: E402
+import loadclient
+import report
 
 
 def test_normalise_masks_the_simulators_random_ids_and_stamps() -> None:
@@ -30,15 +30,32 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def _cell(target: str, rnd: int, p50: float, digest: str = "d", counted: float | None = None) -> dict:
-    return {"scenario": "ns-c1", "target": target, "round": rnd, "phase": "grid", "stream": False,
-            "tokens": 20, "total_ms": {"50": p50}, "digests": {digest: 10}, "completed": 10, "errors": {},
-            "counted": counted}
+    return {
+        "scenario": "ns-c1",
+        "target": target,
+        "round": rnd,
+        "phase": "grid",
+        "stream": False,
+        "tokens": 20,
+        "total_ms": {"50": p50},
+        "digests": {digest: 10},
+        "completed": 10,
+        "errors": {},
+        "counted": counted,
+    }
 
 
 def test_added_latency_pairs_each_round_with_direct_of_the_same_round() -> None:
-    cells = report.Cells([_cell("direct", 1, 1.0), _cell("llmobs", 1, 1.5),
-                          _cell("direct", 2, 9.0), _cell("llmobs", 2, 9.2),
-                          _cell("direct", 3, 2.0), _cell("llmobs", 3, 2.3)])
+    cells = report.Cells(
+        [
+            _cell("direct", 1, 1.0),
+            _cell("llmobs", 1, 1.5),
+            _cell("direct", 2, 9.0),
+            _cell("llmobs", 2, 9.2),
+            _cell("direct", 3, 2.0),
+            _cell("llmobs", 3, 2.3),
+        ]
+    )
     assert abs(cells.added("ns-c1", "llmobs", report.p("total_ms", "50")) - 0.3) < 1e-9
 
 

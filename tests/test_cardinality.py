@@ -14,8 +14,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmobs.names import OTHER
-from llmobs.serving import ServerThread
+from llmobs.dev.harness import ServerThread
+from llmobs.telemetry.names import OTHER
 
 LIMIT = 50  # max_label_values
 TOTAL = 10_000
@@ -76,6 +76,7 @@ def otel_attribute_values(reader: InMemoryMetricReader, key: str) -> set[Any]:
     }
 
 
+@pytest.mark.slow
 def test_ten_thousand_models_and_tenants_stay_bounded(attacked: tuple[Any, InMemoryMetricReader]) -> None:
     proxy, reader = attacked
     flood(proxy.url, 0, WARM_UP)

@@ -10,23 +10,24 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
-from servers import free_port
 
-from llmobs.serving import ServerThread, serve
-from llmobs.simulator import SimConfig, create_app
+from llmobs.dev.harness import ServerThread, serve
+from llmobs.sim import SimConfig, create_app
+from servers import free_port
 
 LLMOBS = [sys.executable, "-m", "llmobs.cli"]
 
 
-
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LLMOBS, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*LLMOBS, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def start(*args: str, env: dict[str, str] | None = None, ready: str | None = None) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([*LLMOBS, *args], env={**os.environ, **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*LLMOBS, *args], env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 20
     while ready is not None:
         try:
@@ -35,7 +36,7 @@ def start(*args: str, env: dict[str, str] | None = None, ready: str | None = Non
         except httpx.TransportError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
-                raise RuntimeError("did not start")
+                raise RuntimeError("did not start") from None
             time.sleep(0.1)
     return process
 
@@ -69,11 +70,20 @@ def test_demo_runs_and_prints_a_summary_from_metrics() -> None:
 def test_admin_routes_on_their_own_port_behind_a_token(upstream: ServerThread) -> None:
     port, admin = free_port(), free_port()
     env = {"LLMOBS_ADMIN_PORT": str(admin), "LLMOBS_ADMIN_TOKEN": "s3cret-admin"}
-    process = start("serve", "--upstream", upstream.url + "/v1", "--port", str(port), env=env,
-                    ready=f"http://127.0.0.1:{admin}/healthz")
+    process = start(
+        "serve",
+        "--upstream",
+        upstream.url + "/v1",
+        "--port",
+        str(port),
+        env=env,
+        ready=f"http://127.0.0.1:{admin}/healthz",
+    )
     try:
-        ok = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
-                        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        ok = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert ok.status_code == 200
         # On the traffic port, /metrics is just another upstream path.
         assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
@@ -116,9 +126,12 @@ def test_spans_are_flushed_on_sigterm(upstream: ServerThread) -> None:
         url = f"http://127.0.0.1:{port}"
         # A schedule delay of an hour: only the flush at exit can deliver the span.
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
-        process = start("serve", "--upstream", upstream.url + "/v1", "--port", str(port), env=env,
-                        ready=url + "/healthz")
-        response = httpx.post(url + "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        process = start(
+            "serve", "--upstream", upstream.url + "/v1", "--port", str(port), env=env, ready=url + "/healthz"
+        )
+        response = httpx.post(
+            url + "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        )
         assert response.status_code == 200
         assert rx.spans == []
         process.send_signal(signal.SIGTERM)
@@ -131,8 +144,15 @@ def test_readiness_turns_false_while_draining() -> None:
     with serve(create_app(SimConfig(chunk_gap=0.1, output_tokens=30))) as slow:
         port, admin = free_port(), free_port()
         url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
-        process = start("serve", "--upstream", slow.url + "/v1", "--port", str(port),
-                        env={"LLMOBS_ADMIN_PORT": str(admin)}, ready=admin_url + "/healthz")
+        process = start(
+            "serve",
+            "--upstream",
+            slow.url + "/v1",
+            "--port",
+            str(port),
+            env={"LLMOBS_ADMIN_PORT": str(admin)},
+            ready=admin_url + "/healthz",
+        )
         assert httpx.get(admin_url + "/readyz").status_code == 200
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         with httpx.Client(timeout=20) as http, http.stream("POST", url + "/v1/chat/completions", json=body) as stream:

@@ -27,7 +27,10 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"LLMOBS_UPSTREAM_URL": "localhost:8000"}, "LLMOBS_UPSTREAM_URL: must be an http(s) URL, got 'localhost:8000'"),
+        (
+            {"LLMOBS_UPSTREAM_URL": "localhost:8000"},
+            "LLMOBS_UPSTREAM_URL: must be an http(s) URL, got 'localhost:8000'",
+        ),
         ({"LLMOBS_PORT": "http"}, "LLMOBS_PORT: Input should be a valid integer"),
         ({"LLMOBS_PORT": "70000"}, "LLMOBS_PORT: Input should be less than or equal to 65535"),
         ({"LLMOBS_INJECT_STREAM_USAGE": "maybe"}, "LLMOBS_INJECT_STREAM_USAGE: Input should be a valid boolean"),

@@ -13,14 +13,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llmobs.accounting import Accumulator
-from llmobs.content import MAX_CHARS, OutputCapture, input_content
-from llmobs.endpoints import ENDPOINTS, Endpoint
+from llmobs.apis.accounting import Accumulator
+from llmobs.apis.content import MAX_CHARS, OutputCapture, input_content
+from llmobs.apis.request import parse_body
+from llmobs.apis.table import ENDPOINTS, Endpoint
 from llmobs.records import Content, Observation, Outcome, RequestInfo, Timings
-from llmobs.redaction import Redactor
-from llmobs.request import parse_body
-from llmobs.sinks.otel import OTelSink
 from llmobs.sse import SSEDecoder
+from llmobs.telemetry.redaction import Redactor
+from llmobs.telemetry.sinks.otel import OTelSink
 
 CHAT = ENDPOINTS["chat/completions"]
 LEGACY = ENDPOINTS["completions"]
@@ -47,33 +47,54 @@ def test_off_by_default_nothing_is_read() -> None:
 def test_chat_messages_in_semconv_shape() -> None:
     messages = [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "name": "ann", "content": [
-            {"type": "text", "text": "what is in"},
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-        ]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": '{"q":"cat"}'}},
-        ]},
+        {
+            "role": "user",
+            "name": "ann",
+            "content": [
+                {"type": "text", "text": "what is in"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": '{"q":"cat"}'}},
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
     ]
     parsed = parse_body(CHAT, body(model="m", messages=messages), inject_usage=False, capture_content=True)
-    assert parsed.input_content == Content(messages=(
-        {"role": "system", "parts": [text("be brief")]},
-        {"role": "user", "name": "ann", "parts": [
-            text("what is in"), {"type": "uri", "modality": "image", "uri": "https://example.com/cat.png"},
-            {"type": "image_url"},  # inline data is not captured
-        ]},
-        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "look", "arguments": '{"q":"cat"}'}]},
-        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "a cat"}]},
-    ))
+    assert parsed.input_content == Content(
+        messages=(
+            {"role": "system", "parts": [text("be brief")]},
+            {
+                "role": "user",
+                "name": "ann",
+                "parts": [
+                    text("what is in"),
+                    {"type": "uri", "modality": "image", "uri": "https://example.com/cat.png"},
+                    {"type": "image_url"},  # inline data is not captured
+                ],
+            },
+            {
+                "role": "assistant",
+                "parts": [{"type": "tool_call", "id": "call_1", "name": "look", "arguments": '{"q":"cat"}'}],
+            },
+            {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "a cat"}]},
+        )
+    )
 
 
 def test_legacy_prompt_strings_but_not_token_ids() -> None:
     parsed = parse_body(LEGACY, body(model="m", prompt=["one", "two"]), inject_usage=False, capture_content=True)
-    assert parsed.input_content == Content(messages=(
-        {"role": "user", "parts": [text("one")]}, {"role": "user", "parts": [text("two")]},
-    ))
+    assert parsed.input_content == Content(
+        messages=(
+            {"role": "user", "parts": [text("one")]},
+            {"role": "user", "parts": [text("two")]},
+        )
+    )
     tokens = parse_body(LEGACY, body(model="m", prompt=[1, 2, 3]), inject_usage=False, capture_content=True)
     assert tokens.input_content == Content()
 
@@ -85,8 +106,9 @@ def test_responses_instructions_are_system_instructions() -> None:
         {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
         {"type": "reasoning", "summary": []},  # not a message
     ]
-    parsed = parse_body(RESPONSES, body(model="m", instructions="be kind", input=items), inject_usage=False,
-                        capture_content=True)
+    parsed = parse_body(
+        RESPONSES, body(model="m", instructions="be kind", input=items), inject_usage=False, capture_content=True
+    )
     assert parsed.input_content == Content(
         messages=(
             {"role": "user", "parts": [text("weather?")]},
@@ -100,13 +122,21 @@ def test_responses_instructions_are_system_instructions() -> None:
 
 
 def test_embeddings_and_unreadable_bodies_capture_nothing() -> None:
-    assert parse_body(EMBEDDINGS, body(model="m", input="x"), inject_usage=False, capture_content=True).input_content is None
+    assert (
+        parse_body(EMBEDDINGS, body(model="m", input="x"), inject_usage=False, capture_content=True).input_content
+        is None
+    )
     assert parse_body(CHAT, b"not json", inject_usage=False, capture_content=True).input_content is None
 
 
-@pytest.mark.parametrize("messages", [
-    "a string", [None, 3, "x", {"role": 7, "content": {"no": "list"}}], [{"content": [None, {"type": 3}]}],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        "a string",
+        [None, 3, "x", {"role": 7, "content": {"no": "list"}}],
+        [{"content": [None, {"type": 3}]}],
+    ],
+)
 def test_wrong_types_never_raise(messages: Any) -> None:
     parsed = parse_body(CHAT, body(model="m", messages=messages), inject_usage=False, capture_content=True)
     assert parsed.input_content is not None
@@ -125,8 +155,9 @@ def test_input_is_bounded_and_says_so() -> None:
 
 
 def info(endpoint: Endpoint, *, capture: bool = True, stream: bool = True) -> RequestInfo:
-    return RequestInfo(endpoint=endpoint.name, operation=endpoint.operation, model="m", stream=stream,
-                       capture_content=capture)
+    return RequestInfo(
+        endpoint=endpoint.name, operation=endpoint.operation, model="m", stream=stream, capture_content=capture
+    )
 
 
 def stream(endpoint: Endpoint, payloads: list[Any], *, capture: bool = True, done: bool = True) -> Observation:
@@ -150,32 +181,53 @@ def test_capture_off_collects_nothing() -> None:
 
 
 def test_chat_stream_text_reasoning_and_choices() -> None:
-    obs = stream(CHAT, [
-        chunk(reasoning_content="thinking "), chunk(reasoning_content="hard"),
-        chunk(content="Hel"), chunk(content="lo"), chunk(index=1, content="Hi"),
-        chunk(finish="stop"), chunk(index=1, finish="length"),
-    ])
-    assert obs.output_content == Content(messages=(
-        {"role": "assistant", "parts": [{"type": "reasoning", "content": "thinking hard"}, text("Hello")],
-         "finish_reason": "stop"},
-        {"role": "assistant", "parts": [text("Hi")], "finish_reason": "length"},
-    ))
+    obs = stream(
+        CHAT,
+        [
+            chunk(reasoning_content="thinking "),
+            chunk(reasoning_content="hard"),
+            chunk(content="Hel"),
+            chunk(content="lo"),
+            chunk(index=1, content="Hi"),
+            chunk(finish="stop"),
+            chunk(index=1, finish="length"),
+        ],
+    )
+    assert obs.output_content == Content(
+        messages=(
+            {
+                "role": "assistant",
+                "parts": [{"type": "reasoning", "content": "thinking hard"}, text("Hello")],
+                "finish_reason": "stop",
+            },
+            {"role": "assistant", "parts": [text("Hi")], "finish_reason": "length"},
+        )
+    )
     assert obs.finish_reasons == ("stop", "length")  # accounting unchanged
 
 
 def test_chat_stream_tool_call_pieces_join() -> None:
-    obs = stream(CHAT, [
-        chunk(tool_calls=[{"index": 0, "id": "call_9", "type": "function", "function": {"name": "f", "arguments": ""}}]),
-        chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"a":'}}]),
-        chunk(tool_calls=[{"index": 0, "function": {"arguments": "1}"}}]),
-        chunk(finish="tool_calls"),
-    ])
+    obs = stream(
+        CHAT,
+        [
+            chunk(
+                tool_calls=[
+                    {"index": 0, "id": "call_9", "type": "function", "function": {"name": "f", "arguments": ""}}
+                ]
+            ),
+            chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"a":'}}]),
+            chunk(tool_calls=[{"index": 0, "function": {"arguments": "1}"}}]),
+            chunk(finish="tool_calls"),
+        ],
+    )
     assert obs.output_content is not None
-    assert obs.output_content.messages == ({
-        "role": "assistant",
-        "parts": [{"type": "tool_call", "id": "call_9", "name": "f", "arguments": '{"a":1}'}],
-        "finish_reason": "tool_call",  # the conventions' name for OpenAI's tool_calls
-    },)
+    assert obs.output_content.messages == (
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": "call_9", "name": "f", "arguments": '{"a":1}'}],
+            "finish_reason": "tool_call",  # the conventions' name for OpenAI's tool_calls
+        },
+    )
 
 
 def test_interrupted_stream_keeps_partial_text_with_error_reason() -> None:
@@ -195,17 +247,33 @@ def test_legacy_completions_stream_text() -> None:
 
 def test_non_streamed_chat_body() -> None:
     acc = CHAT.accumulator(info(CHAT, stream=False), 0.0)
-    acc.on_body(body(id="x", model="m", choices=[
-        {"index": 0, "message": {"role": "assistant", "content": "Done.", "tool_calls": [
-            {"id": "t", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
-         "finish_reason": "tool_calls"},
-    ]))
+    acc.on_body(
+        body(
+            id="x",
+            model="m",
+            choices=[
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "Done.",
+                        "tool_calls": [{"id": "t", "type": "function", "function": {"name": "g", "arguments": "{}"}}],
+                    },
+                    "finish_reason": "tool_calls",
+                },
+            ],
+        )
+    )
     obs = acc.finish(Outcome.COMPLETED, 200, 1.0)
-    assert obs.output_content == Content(messages=({
-        "role": "assistant",
-        "parts": [text("Done."), {"type": "tool_call", "id": "t", "name": "g", "arguments": "{}"}],
-        "finish_reason": "tool_call",
-    },))
+    assert obs.output_content == Content(
+        messages=(
+            {
+                "role": "assistant",
+                "parts": [text("Done."), {"type": "tool_call", "id": "t", "name": "g", "arguments": "{}"}],
+                "finish_reason": "tool_call",
+            },
+        )
+    )
 
 
 def test_responses_stream_deltas_then_final_output_wins() -> None:
@@ -213,28 +281,46 @@ def test_responses_stream_deltas_then_final_output_wins() -> None:
         {"type": "response.created", "response": {"id": "r", "model": "m"}},
         {"type": "response.output_text.delta", "delta": "Hel"},
         {"type": "response.output_text.delta", "delta": "lo"},
-        {"type": "response.completed", "response": {"id": "r", "status": "completed", "output": [
-            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "why"}]},
-            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello"}]},
-        ], "usage": {"input_tokens": 1, "output_tokens": 2}}},
+        {
+            "type": "response.completed",
+            "response": {
+                "id": "r",
+                "status": "completed",
+                "output": [
+                    {"type": "reasoning", "summary": [{"type": "summary_text", "text": "why"}]},
+                    {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello"}]},
+                ],
+                "usage": {"input_tokens": 1, "output_tokens": 2},
+            },
+        },
     ]
     obs = stream(RESPONSES, events, done=False)
-    assert obs.output_content == Content(messages=({
-        "role": "assistant", "parts": [{"type": "reasoning", "content": "why"}, text("Hello")], "finish_reason": "stop",
-    },))
+    assert obs.output_content == Content(
+        messages=(
+            {
+                "role": "assistant",
+                "parts": [{"type": "reasoning", "content": "why"}, text("Hello")],
+                "finish_reason": "stop",
+            },
+        )
+    )
 
 
 def test_responses_interrupted_stream_keeps_deltas_and_tool_calls() -> None:
     events = [
-        {"type": "response.output_item.added", "output_index": 0,
-         "item": {"type": "function_call", "call_id": "c1", "name": "f", "arguments": ""}},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {"type": "function_call", "call_id": "c1", "name": "f", "arguments": ""},
+        },
         {"type": "response.function_call_arguments.delta", "output_index": 0, "delta": "{}"},
         {"type": "response.output_text.delta", "delta": "so far"},
     ]
     obs = stream(RESPONSES, events, done=False)
     assert obs.output_content is not None
     assert obs.output_content.messages[0]["parts"] == [
-        text("so far"), {"type": "tool_call", "id": "c1", "name": "f", "arguments": "{}"},
+        text("so far"),
+        {"type": "tool_call", "id": "c1", "name": "f", "arguments": "{}"},
     ]
 
 
@@ -261,14 +347,26 @@ class Sink:
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.reader = InMemoryMetricReader()
-        self.sink = OTelSink(tracer_provider, MeterProvider(metric_readers=[self.reader]), provider_name="openai",
-                             server_address="h", server_port=1, strict=True, redactor=redactor)
+        self.sink = OTelSink(
+            tracer_provider,
+            MeterProvider(metric_readers=[self.reader]),
+            provider_name="openai",
+            server_address="h",
+            server_port=1,
+            strict=True,
+            redactor=redactor,
+        )
 
     def run(self, request: RequestInfo, output: Content | None) -> dict[str, Any]:
         start = time.perf_counter()
         handle = self.sink.start(request, {}, start)
-        obs = Observation(request=request, outcome=Outcome.COMPLETED, status_code=200,
-                          timings=Timings(start=start, end=start + 1), output_content=output)
+        obs = Observation(
+            request=request,
+            outcome=Outcome.COMPLETED,
+            status_code=200,
+            timings=Timings(start=start, end=start + 1),
+            output_content=output,
+        )
         self.sink.record(obs, handle)
         return dict(self.spans.get_finished_spans()[-1].attributes or {})
 
@@ -281,7 +379,9 @@ ANSWER = Content(messages=({"role": "assistant", "parts": [text("call +1 555 123
 
 
 def captured(capture: bool = True, content: Content | None = PROMPT) -> RequestInfo:
-    return RequestInfo(endpoint="responses", operation="chat", model="m", capture_content=capture, input_content=content)
+    return RequestInfo(
+        endpoint="responses", operation="chat", model="m", capture_content=capture, input_content=content
+    )
 
 
 def test_span_carries_redacted_semconv_json() -> None:

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from llmobs import names as n
-from llmobs.dashboards import (
+from llmobs.dashboards.build import (
     COUNTERS,
     GAUGES,
     HISTOGRAMS,
@@ -20,6 +19,7 @@ from llmobs.dashboards import (
     render,
     write_dashboards,
 )
+from llmobs.telemetry import names as n
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "dashboards"
@@ -138,17 +138,27 @@ def test_model_drilldown_has_datasource_model_endpoint_tenant_variables() -> Non
 
 def test_model_drilldown_queries_honour_the_model_variable() -> None:
     for q in panel_queries("model.json", DASHBOARDS["model.json"]):
-        assert '$model' in q.expr, f"{q.panel}: {q.expr}"
+        assert "$model" in q.expr, f"{q.panel}: {q.expr}"
 
 
 def test_overview_answers_the_five_questions() -> None:
     text = "\n".join(q.expr for q in panel_queries("overview.json", DASHBOARDS["overview.json"]))
     for needle in (
-        "by (model)", "by (tenant)",                                    # traffic per model and tenant
-        n.TIME_TO_FIRST_TOKEN, n.TIME_PER_OUTPUT_TOKEN, n.REASONING_DURATION,  # speed
-        'reason="length"', 'reason="content_filter"', 'reason="tool_calls"',   # why it stopped
-        "* 3600", f"increase({n.total(n.COST_USD)}", 'type="cache_read"',      # cost and caching
-        n.PROXY_OVERHEAD, n.REQUESTS_IN_FLIGHT, 'outcome!="completed"', n.TELEMETRY_ERRORS,  # health
+        "by (model)",
+        "by (tenant)",  # traffic per model and tenant
+        n.TIME_TO_FIRST_TOKEN,
+        n.TIME_PER_OUTPUT_TOKEN,
+        n.REASONING_DURATION,  # speed
+        'reason="length"',
+        'reason="content_filter"',
+        'reason="tool_calls"',  # why it stopped
+        "* 3600",
+        f"increase({n.total(n.COST_USD)}",
+        'type="cache_read"',  # cost and caching
+        n.PROXY_OVERHEAD,
+        n.REQUESTS_IN_FLIGHT,
+        'outcome!="completed"',
+        n.TELEMETRY_ERRORS,  # health
     ):
         assert needle in text, needle
 

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from prometheus_server import required_binary
 
 from llmobs.dashboards import OVERVIEW_UID, known_series
+from prometheus_server import required_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -172,7 +172,7 @@ def test_grafana_opens_on_the_overview_with_no_clicks() -> None:
     assert provider["options"]["path"] == dashboards_dir
     home = env("grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == f"{dashboards_dir}/overview.json"
-    assert '"uid": "%s"' % OVERVIEW_UID in (ROOT / "dashboards" / "overview.json").read_text()
+    assert f'"uid": "{OVERVIEW_UID}"' in (ROOT / "dashboards" / "overview.json").read_text()
     assert env("grafana")["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert grafana_mount("./grafana/provisioning") == "/etc/grafana/provisioning"
 
@@ -194,7 +194,9 @@ def test_llmobs_has_a_healthcheck_and_the_image_is_slim_and_non_root() -> None:
 
 
 def test_price_file_mount_matches_the_setting() -> None:
-    target = next(t for s, t in (v.split(":")[:2] for v in SERVICES["llmobs"]["volumes"]) if s == "./llmobs/prices.yaml")
+    target = next(
+        t for s, t in (v.split(":")[:2] for v in SERVICES["llmobs"]["volumes"]) if s == "./llmobs/prices.yaml"
+    )
     assert env("llmobs")["LLMOBS_PRICE_FILE"] == target
     assert set(load("llmobs/prices.yaml")) == {"models"}
 
@@ -214,7 +216,9 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
 
 
 def rule_exprs() -> list[str]:
-    return [r["expr"] for f in ("rules.yml", "alerts.yml") for g in load(f"prometheus/{f}")["groups"] for r in g["rules"]]
+    return [
+        r["expr"] for f in ("rules.yml", "alerts.yml") for g in load(f"prometheus/{f}")["groups"] for r in g["rules"]
+    ]
 
 
 def test_rules_reference_only_metrics_llmobs_exposes() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from conftest import Proxied
 from fault_upstream import (
     Conn,
@@ -31,7 +33,6 @@ from fault_upstream import (
     sse_head,
     unaccepting_port,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 MakeProxy = Callable[..., Proxied]
 Fault = Callable[[RawRequest, Conn], Awaitable[None]]
@@ -51,7 +52,9 @@ def unless_ok(fault: Fault) -> Fault:
     return script
 
 
-def post(proxy: Proxied, model: str = "fault", *, stream: bool = False, timeout: float = 10, **extra: Any) -> httpx.Response:
+def post(
+    proxy: Proxied, model: str = "fault", *, stream: bool = False, timeout: float = 10, **extra: Any
+) -> httpx.Response:
     body = {"model": model, "messages": MESSAGES, **({"stream": True} if stream else {}), **extra}
     with httpx.Client(timeout=timeout) as http:
         return http.post(proxy.base_url + "/chat/completions", json=body)
@@ -282,8 +285,9 @@ def test_content_length_shorter_than_the_body_is_a_bad_response(make_proxy: Make
         serves_next(proxy)  # the poisoned connection was not reused
 
 
-@pytest.mark.parametrize("head", [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\nx-bad: a\rb\r\n\r\n",
-                                  b"HTTP/1.1 abc OK\r\n\r\n"])
+@pytest.mark.parametrize(
+    "head", [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\nx-bad: a\rb\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n"]
+)
 def test_garbage_response_head_is_a_502_bad_response(make_proxy: MakeProxy, head: bytes) -> None:
     async def garbage(request: RawRequest, conn: Conn) -> None:
         await conn.send(head)
@@ -313,9 +317,16 @@ def test_invalid_json_body_is_relayed_verbatim_and_counted_as_missing_usage(make
 
 def test_malformed_sse_is_relayed_verbatim_and_what_is_valid_is_counted(make_proxy: MakeProxy) -> None:
     chunks = chat_chunks(tokens=3)
-    stream = (b": keep-alive comment\n\n" + b"data: {not json\n\n" + b"data: [1, 2]\n\n" + b"event: weird\n\n"
-              + b"garbage line without colon\n" + sse(chunks[:2], done=False) + b"data: \xff\xfe\n\n"
-              + sse(chunks[2:], eol=b"\r\n"))
+    stream = (
+        b": keep-alive comment\n\n"
+        + b"data: {not json\n\n"
+        + b"data: [1, 2]\n\n"
+        + b"event: weird\n\n"
+        + b"garbage line without colon\n"
+        + sse(chunks[:2], done=False)
+        + b"data: \xff\xfe\n\n"
+        + sse(chunks[2:], eol=b"\r\n")
+    )
 
     async def malformed(request: RawRequest, conn: Conn) -> None:
         await conn.send(sse_head() + stream)
@@ -435,8 +446,11 @@ def test_error_object_inside_a_stream(make_proxy: MakeProxy) -> None:
 def raw_request(proxy: Proxied, body: dict[str, Any]) -> socket.socket:
     data = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", proxy.server.port), timeout=10)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                 + f"content-length: {len(data)}\r\n\r\n".encode() + data)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
     return sock
 
 
@@ -456,7 +470,7 @@ def test_client_disconnect_while_sending_its_body(make_proxy: MakeProxy) -> None
     with fault_upstream(unless_ok(lambda request, conn: conn.hang())) as upstream:
         proxy = make_proxy(upstream.url + "/v1")
         sock = socket.create_connection(("127.0.0.1", proxy.server.port), timeout=10)
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"model\"")
+        sock.sendall(b'POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{"model"')
         time.sleep(0.2)
         sock.close()
         proxy.settle()
@@ -536,8 +550,11 @@ def test_metrics_scraped_hard_during_load_stay_consistent(make_proxy: MakeProxy)
         if model == "err":
             await conn.send(http_response(500, b'{"error":{"message":"x"}}'))
         elif model == "stream":
-            await conn.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                            + f"content-length: {len(stream)}\r\n\r\n".encode() + stream)
+            await conn.send(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                + f"content-length: {len(stream)}\r\n\r\n".encode()
+                + stream
+            )
         else:
             await conn.send(OK)
 
@@ -555,8 +572,12 @@ def test_metrics_scraped_hard_during_load_stay_consistent(make_proxy: MakeProxy)
                     if response.status_code != 200:
                         problems.append(str(response.status_code))
                         continue
-                    total = sum(s.value for f in text_string_to_metric_families(response.text)
-                                for s in f.samples if s.name == "llmobs_requests_total")
+                    total = sum(
+                        s.value
+                        for f in text_string_to_metric_families(response.text)
+                        for s in f.samples
+                        if s.name == "llmobs_requests_total"
+                    )
                     if total < last:
                         problems.append(f"counter went back: {last} -> {total}")
                     last = total

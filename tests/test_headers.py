@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmobs import headers as hp
+from llmobs.proxy import headers as hp
 
 
 def test_hop_by_hop_own_host_and_length_are_dropped_the_rest_kept_in_order() -> None:
@@ -35,17 +35,28 @@ def test_hop_by_hop_own_host_and_length_are_dropped_the_rest_kept_in_order() -> 
 
 
 def test_configured_key_replaces_every_client_credential() -> None:
-    out = hp.request_headers([(b"authorization", b"Bearer a"), (b"api-key", b"b"), (b"Authorization", b"c")],
-                             authorization=b"Bearer upstream")
+    out = hp.request_headers(
+        [(b"authorization", b"Bearer a"), (b"api-key", b"b"), (b"Authorization", b"c")],
+        authorization=b"Bearer upstream",
+    )
     assert out == [(b"authorization", b"Bearer upstream")]
 
 
 def test_response_headers_keep_duplicates_and_drop_hop_by_hop() -> None:
-    upstream = [(b"Content-Type", b"text/event-stream"), (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"),
-                (b"Connection", b"close, X-Hop"), (b"X-Hop", b"1"), (b"Transfer-Encoding", b"chunked"),
-                (b"Content-Length", b"10")]
+    upstream = [
+        (b"Content-Type", b"text/event-stream"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+        (b"Connection", b"close, X-Hop"),
+        (b"X-Hop", b"1"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Content-Length", b"10"),
+    ]
     assert hp.response_headers(upstream, drop=frozenset({b"content-length"})) == [
-        (b"content-type", b"text/event-stream"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+        (b"content-type", b"text/event-stream"),
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+    ]
 
 
 def test_control_characters_make_a_header_unsendable() -> None:

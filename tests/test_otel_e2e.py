@@ -8,14 +8,14 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
-from conftest import sdk_client
 from opentelemetry.trace import SpanKind, StatusCode
-from otlp_receiver import OTLPReceiver
 from prometheus_client import CollectorRegistry
 
+from conftest import sdk_client
 from llmobs.app import create_app
 from llmobs.config import Settings
-from llmobs.serving import serve
+from llmobs.dev.harness import serve
+from otlp_receiver import OTLPReceiver
 
 MESSAGES = [{"role": "user", "content": "tell me a story"}]
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -37,10 +37,16 @@ def test_spans_metrics_and_trace_context(receiver: OTLPReceiver, recording_upstr
     app = create_app(Settings(upstream_url=upstream_url, provider="openai"), registry=CollectorRegistry(), strict=True)
     with serve(app) as proxy:
         sdk = sdk_client(proxy.url + "/v1", api_key="sk-secret-key-123")
-        chunks = list(sdk.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True, temperature=0.5, max_tokens=50,
-            extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "x-llmobs-tenant": "team-a"},
-        ))
+        chunks = list(
+            sdk.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                stream=True,
+                temperature=0.5,
+                max_tokens=50,
+                extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "x-llmobs-tenant": "team-a"},
+            )
+        )
         assert chunks[-1].choices[0].finish_reason == "stop"
         with pytest.raises(openai.RateLimitError):
             sdk.chat.completions.create(model="sim-error-429", messages=MESSAGES)
@@ -79,19 +85,26 @@ def test_spans_metrics_and_trace_context(receiver: OTLPReceiver, recording_upstr
 
 
 def test_without_an_endpoint_nothing_is_built(monkeypatch: pytest.MonkeyPatch, upstream: Any) -> None:
-    for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+    for key in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    ):
         monkeypatch.delenv(key, raising=False)
     app = create_app(Settings(upstream_url=upstream.url + "/v1"), registry=CollectorRegistry())
     assert app.tracer_provider is None and app.meter_provider is None and app.recorder.otel is None
     traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
     with serve(app) as proxy:
-        response = httpx.post(proxy.url + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES},
-                              headers={"traceparent": traceparent})
+        response = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            json={"model": "m", "messages": MESSAGES},
+            headers={"traceparent": traceparent},
+        )
     assert response.status_code == 200
 
 
 def test_unreachable_collector_does_not_break_traffic(monkeypatch: pytest.MonkeyPatch, upstream: Any) -> None:
-    from llmobs.serving import bound_socket
+    from llmobs.dev.harness import bound_socket
 
     dead = bound_socket()  # bound, never listening: exports are refused
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{dead.getsockname()[1]}")
@@ -105,7 +118,9 @@ def test_unreachable_collector_does_not_break_traffic(monkeypatch: pytest.Monkey
             assert sdk.chat.completions.create(model="m", messages=MESSAGES).choices
     dead.close()
     completed = sum(
-        s.value for f in registry.collect() for s in f.samples
+        s.value
+        for f in registry.collect()
+        for s in f.samples
         if s.name == "llmobs_requests_total" and s.labels["outcome"] == "completed"
     )
     assert completed == 20
@@ -113,9 +128,7 @@ def test_unreachable_collector_does_not_break_traffic(monkeypatch: pytest.Monkey
     assert failed and failed > 0
 
 
-def test_a_hung_collector_leaves_request_latency_unchanged(
-    monkeypatch: pytest.MonkeyPatch, upstream: Any
-) -> None:
+def test_a_hung_collector_leaves_request_latency_unchanged(monkeypatch: pytest.MonkeyPatch, upstream: Any) -> None:
     """Interleaved requests through a proxy whose collector hangs and one with OTel off:
     the medians must match within noise, and the spans that did not fit are dropped, counted."""
     import statistics
@@ -130,8 +143,9 @@ def test_a_hung_collector_leaves_request_latency_unchanged(
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
         traced_registry = CollectorRegistry()
         traced = create_app(Settings(upstream_url=upstream.url + "/v1"), registry=traced_registry)
-        plain = create_app(Settings(upstream_url=upstream.url + "/v1"), registry=CollectorRegistry(),
-                           otel_from_env=False)
+        plain = create_app(
+            Settings(upstream_url=upstream.url + "/v1"), registry=CollectorRegistry(), otel_from_env=False
+        )
         assert traced.tracer_provider is not None
         timings: dict[str, list[float]] = {"traced": [], "plain": []}
         body = {"model": "m", "messages": MESSAGES}

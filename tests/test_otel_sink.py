@@ -25,7 +25,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from otlp_receiver import OTLPReceiver
 
 from llmobs.records import (
     Observation,
@@ -35,13 +34,14 @@ from llmobs.records import (
     Usage,
     UsageSource,
 )
-from llmobs.sinks.otel import (
+from llmobs.telemetry.sinks.otel import (
     DURATION_BUCKETS,
     TOKEN_BUCKETS,
     BoundedBatchSpanProcessor,
     OTelSink,
     providers_from_env,
 )
+from otlp_receiver import OTLPReceiver
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"

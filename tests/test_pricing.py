@@ -18,9 +18,9 @@ from genai_prices import data_snapshot
 from genai_prices.data import providers as bundled_providers
 from genai_prices.types import ModelPrice
 
-from llmobs import providers
-from llmobs.pricing import ModelRates, PriceFileError, PriceTable, read_price_file
 from llmobs.records import Usage
+from llmobs.telemetry import providers
+from llmobs.telemetry.pricing import ModelRates, PriceFileError, PriceTable, read_price_file
 
 AT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # prices can depend on the date: pin it
 
@@ -68,7 +68,10 @@ def test_claude_cache_writes_and_reads_have_their_own_rates() -> None:
         Decimal("1.25"),
     )
     usage = Usage(
-        input_tokens=10_000, output_tokens=1_000, cache_read_tokens=3_000, cache_write_tokens=2_000,
+        input_tokens=10_000,
+        output_tokens=1_000,
+        cache_read_tokens=3_000,
+        cache_write_tokens=2_000,
         reasoning_tokens=400,
     )
     # 5,000 fresh × 1 + 3,000 read × 0.1 + 2,000 written × 1.25 + 1,000 output × 5
@@ -135,7 +138,10 @@ def test_a_provider_genai_prices_lacks_prices_from_the_price_file_only(tmp_path:
 def test_every_bundled_model_prices_a_full_usage() -> None:
     """Regression guard: genai-prices raises on some usage shapes; none of ours may."""
     usage = Usage(
-        input_tokens=100_000, output_tokens=50_000, cache_read_tokens=20_000, cache_write_tokens=10_000,
+        input_tokens=100_000,
+        output_tokens=50_000,
+        cache_read_tokens=20_000,
+        cache_write_tokens=10_000,
         reasoning_tokens=10_000,
     )
     count = 0
@@ -192,7 +198,10 @@ def test_price_file_model_uses_every_rate(tmp_path: Path) -> None:
         """,
     )
     usage = Usage(
-        input_tokens=10_000, output_tokens=2_000, cache_read_tokens=4_000, cache_write_tokens=1_000,
+        input_tokens=10_000,
+        output_tokens=2_000,
+        cache_read_tokens=4_000,
+        cache_write_tokens=1_000,
         reasoning_tokens=500,
     )
     # 5,000 × 0.60 + 4,000 × 0.06 + 1,000 × 0.75 + 1,500 × 0.80 + 500 × 0.90 = 5,640 µ$
@@ -259,9 +268,7 @@ M = "models:\n  m: "  # a one-model price file, up to the model's entry
         pytest.param("models: {m: {input: 1", "invalid YAML", id="syntax"),
     ],
 )
-def test_bad_price_file_is_rejected_at_load_naming_file_and_entry(
-    tmp_path: Path, text: str, message: str
-) -> None:
+def test_bad_price_file_is_rejected_at_load_naming_file_and_entry(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text + "\n")
     with pytest.raises(PriceFileError) as caught:
         PriceTable.load(provider="openai", price_file=path)
@@ -299,7 +306,7 @@ def test_no_network_and_no_thread_when_loading_and_pricing() -> None:
             raise AssertionError(f"thread started: {self.name}")
         threading.Thread.start = no_thread
 
-        from llmobs.pricing import PriceTable
+        from llmobs.telemetry.pricing import PriceTable
         from llmobs.records import Usage
         for provider in (None, "openai", "anthropic", "azure"):
             prices = PriceTable.load(provider=provider, price_file=None)
@@ -427,7 +434,7 @@ def test_linear_fast_path_equals_genai_prices_for_every_flat_bundled_model() -> 
     from genai_prices.data import providers as bundled
     from genai_prices.types import Usage as GenaiUsage
 
-    from llmobs.pricing import linear_rates
+    from llmobs.telemetry.pricing import linear_rates
 
     rng = random.Random(7)
     flat = 0
@@ -443,8 +450,14 @@ def test_linear_fast_path_equals_genai_prices_for_every_flat_bundled_model() -> 
             o = rng.randint(0, 60_000)
             r = rng.randint(0, o)
             expected = info.calc_price(
-                GenaiUsage(input_tokens=i, output_tokens=o, cache_read_tokens=cr, cache_write_tokens=cw,
-                           output_reasoning_tokens=r), provider,
+                GenaiUsage(
+                    input_tokens=i,
+                    output_tokens=o,
+                    cache_read_tokens=cr,
+                    cache_write_tokens=cw,
+                    output_reasoning_tokens=r,
+                ),
+                provider,
             ).total_price
             assert linear.cost(Usage(i, o, cr, cw, r)) == expected, (provider.id, info.id)
     assert flat > 1000  # most of the table takes the fast path

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmobs.accounting import ChatAccumulator
-from llmobs.proxy import _Observer
+from llmobs.apis.accounting import ChatAccumulator
+from llmobs.proxy.exchange import _Observer
 from llmobs.records import Observation, Outcome, RequestInfo, UsageSource
 from llmobs.sse import SSEDecoder
 
@@ -25,10 +25,16 @@ def chat_streams(draw: Any) -> dict[str, Any]:
     reasons = [draw(st.sampled_from(["stop", "length", "tool_calls", "content_filter"])) for _ in range(n)]
     texts = [draw(st.lists(st.text(min_size=1, max_size=6), max_size=6)) for _ in range(n)]
     thinking = draw(st.lists(st.text(min_size=1, max_size=4), max_size=3))
-    usage = draw(st.none() | st.fixed_dictionaries({
-        "prompt_tokens": st.integers(0, 10**6), "completion_tokens": st.integers(0, 10**6),
-        "completion_tokens_details": st.fixed_dictionaries({"reasoning_tokens": st.integers(0, 1000)}),
-    }))
+    usage = draw(
+        st.none()
+        | st.fixed_dictionaries(
+            {
+                "prompt_tokens": st.integers(0, 10**6),
+                "completion_tokens": st.integers(0, 10**6),
+                "completion_tokens_details": st.fixed_dictionaries({"reasoning_tokens": st.integers(0, 1000)}),
+            }
+        )
+    )
     base = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "served"}
     with_null_usage = draw(st.booleans())  # include_usage puts "usage": null on every chunk
     objects: list[dict[str, Any]] = []
@@ -58,13 +64,19 @@ def chat_streams(draw: Any) -> dict[str, Any]:
     done = draw(st.booleans())
     if done:
         wire += b"data:" + space + b"[DONE]" + eol + eol
-    return {"wire": wire, "usage": usage, "reasons": tuple(reasons), "done": done,
-            "answered": any(texts), "thought": bool(thinking)}
+    return {
+        "wire": wire,
+        "usage": usage,
+        "reasons": tuple(reasons),
+        "done": done,
+        "answered": any(texts),
+        "thought": bool(thinking),
+    }
 
 
 def chunkings(draw: Any, wire: bytes) -> list[bytes]:
     cuts = sorted(set(draw(st.lists(st.integers(0, len(wire)), max_size=12))))
-    return [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
+    return [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=False)]
 
 
 def info(injected: bool = False) -> RequestInfo:
@@ -81,8 +93,9 @@ def observe(pieces: list[bytes]) -> Observation:
 
 
 def untimed(obs: Observation) -> Observation:
-    return dataclasses.replace(obs, timings=dataclasses.replace(obs.timings, first_token=None, first_reasoning=None,
-                                                                reasoning_end=None))
+    return dataclasses.replace(
+        obs, timings=dataclasses.replace(obs.timings, first_token=None, first_reasoning=None, reasoning_end=None)
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -147,7 +160,9 @@ def without_usage_chunk(wire: bytes) -> bytes:
 
 @settings(max_examples=300, deadline=None)
 @given(chat_streams(), st.data())
-def test_any_chunking_gives_the_client_the_same_bytes_less_only_the_usage_chunk(stream: dict[str, Any], data: Any) -> None:
+def test_any_chunking_gives_the_client_the_same_bytes_less_only_the_usage_chunk(
+    stream: dict[str, Any], data: Any
+) -> None:
     wire = stream["wire"]
     whole, acc = relay([wire])
     assert whole == without_usage_chunk(wire)

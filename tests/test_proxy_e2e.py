@@ -11,11 +11,11 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
-from conftest import Proxied, sdk_client
 
-from llmobs.pricing import PriceTable
+from conftest import Proxied, sdk_client
+from llmobs.dev.harness import ServerThread, serve
 from llmobs.records import RequestInfo, Usage
-from llmobs.serving import ServerThread, serve
+from llmobs.telemetry.pricing import PriceTable
 
 MESSAGES = [{"role": "user", "content": "say hello to the proxy please"}]  # 6 words + 3 = 9 tokens
 
@@ -51,7 +51,8 @@ def test_chat_non_stream_exact_tokens_cost_and_finish(proxy: Proxied) -> None:
     assert proxy.total("llmobs_finish_reasons_total", **labels, reason="stop") == 1
     assert proxy.total("llmobs_requests_total", **labels, stream="false", status_code="200", outcome="completed") == 1
     expected = PriceTable.load(provider="openai", price_file=None).price(
-        "gpt-4o-mini", Usage(input_tokens=9, output_tokens=20, cache_read_tokens=4, cache_write_tokens=None, reasoning_tokens=0)
+        "gpt-4o-mini",
+        Usage(input_tokens=9, output_tokens=20, cache_read_tokens=4, cache_write_tokens=None, reasoning_tokens=0),
     )
     assert expected is not None and expected > 0
     assert proxy.total("llmobs_cost_usd_total", model="gpt-4o-mini") == pytest.approx(float(expected), rel=1e-12)
@@ -139,7 +140,11 @@ def test_responses_api_with_reasoning(proxy: Proxied, stream: bool) -> None:
     labels = {"endpoint": "responses", "model": "o-reasoner"}
     assert proxy.total("llmobs_tokens_total", **labels, type="input") == final.usage.input_tokens == 5
     assert proxy.total("llmobs_tokens_total", **labels, type="output") == final.usage.output_tokens
-    assert proxy.total("llmobs_tokens_total", **labels, type="reasoning") == final.usage.output_tokens_details.reasoning_tokens > 0
+    assert (
+        proxy.total("llmobs_tokens_total", **labels, type="reasoning")
+        == final.usage.output_tokens_details.reasoning_tokens
+        > 0
+    )
     assert proxy.total("llmobs_finish_reasons_total", **labels, reason="stop") == 1
     assert proxy.total("llmobs_reasoning_duration_seconds_count", **labels) == (1 if stream else 0)
 
@@ -204,7 +209,7 @@ def test_upstream_errors_pass_through_untouched(proxy: Proxied, upstream: Server
 
 
 def test_unreachable_upstream_is_a_502_naming_the_proxy(make_proxy: Any) -> None:
-    from llmobs.serving import bound_socket
+    from llmobs.dev.harness import bound_socket
 
     sock = bound_socket()  # bound, never listening: connections are refused
     port = sock.getsockname()[1]
@@ -242,7 +247,7 @@ def test_upstream_reset_mid_stream_is_interrupted_for_client_and_metrics(proxy: 
 
 
 def test_client_disconnect_mid_stream_is_recorded_and_cancels_upstream(make_proxy: Any) -> None:
-    from llmobs.simulator import SimConfig, create_app
+    from llmobs.sim import SimConfig, create_app
 
     events: list[str] = []
     sim = create_app(SimConfig(chunk_gap=0.05, output_tokens=200))
@@ -263,8 +268,9 @@ def test_client_disconnect_mid_stream_is_recorded_and_cancels_upstream(make_prox
     with serve(watched) as slow:
         proxy = make_proxy(slow.url + "/v1")
         with httpx.Client(timeout=10) as http:
-            with http.stream("POST", proxy.base_url + "/chat/completions",
-                             json={"model": "m", "messages": MESSAGES, "stream": True}) as response:
+            with http.stream(
+                "POST", proxy.base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}
+            ) as response:
                 for i, _ in enumerate(response.iter_raw()):
                     if i == 3:
                         break
@@ -285,11 +291,11 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 
 def test_bodies_of_paths_we_do_not_account_are_relayed_not_buffered() -> None:
-    from llmobs.accounting import OtherAccumulator
-    from llmobs.proxy import _Observer
+    from llmobs.apis.accounting import OtherAccumulator
+    from llmobs.proxy.exchange import _Observer
 
     class Exchange:  # the two attributes _Observer reads
-        class proxy:  # noqa: N801
+        class proxy:
             max_body_bytes = 1024
 
     info = RequestInfo(endpoint="other", operation=None, model=None)

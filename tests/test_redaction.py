@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from llmobs.redaction import DEFAULT_KINDS, Redactor, luhn
+from llmobs.telemetry.redaction import DEFAULT_KINDS, Redactor, luhn
 
 R = Redactor()
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from llmobs.endpoints import ENDPOINTS, OTHER
-from llmobs.request import fingerprint, parse_body, tenant_of
+from llmobs.apis.request import fingerprint, parse_body, tenant_of
+from llmobs.apis.table import ENDPOINTS, OTHER
 
 CHAT = ENDPOINTS["chat/completions"]
 
@@ -62,15 +62,29 @@ def test_injection_off_and_endpoints_without_the_option() -> None:
 
 
 def test_model_stream_and_parameters() -> None:
-    body = json.dumps({
-        "model": "gpt-4o", "stream": True, "temperature": 0.2, "top_p": 1, "max_completion_tokens": 99,
-        "stop": "END", "seed": 7, "n": 2, "presence_penalty": True, "service_tier": "flex",
-    }).encode()
+    body = json.dumps(
+        {
+            "model": "gpt-4o",
+            "stream": True,
+            "temperature": 0.2,
+            "top_p": 1,
+            "max_completion_tokens": 99,
+            "stop": "END",
+            "seed": 7,
+            "n": 2,
+            "presence_penalty": True,
+            "service_tier": "flex",
+        }
+    ).encode()
     parsed = parse_body(CHAT, body, inject_usage=False)
     assert (parsed.model, parsed.stream) == ("gpt-4o", True)
     assert parsed.params == {
-        "gen_ai.request.temperature": 0.2, "gen_ai.request.top_p": 1, "gen_ai.request.max_tokens": 99,
-        "gen_ai.request.seed": 7, "gen_ai.request.choice.count": 2, "gen_ai.request.stop_sequences": ["END"],
+        "gen_ai.request.temperature": 0.2,
+        "gen_ai.request.top_p": 1,
+        "gen_ai.request.max_tokens": 99,
+        "gen_ai.request.seed": 7,
+        "gen_ai.request.choice.count": 2,
+        "gen_ai.request.stop_sequences": ["END"],
         "openai.request.service_tier": "flex",
     }  # a boolean is not a penalty
     assert parse_body(CHAT, b'{"model": 5}', inject_usage=False).model is None

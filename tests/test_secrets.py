@@ -22,18 +22,25 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
-from conftest import sdk_client
-from otlp_receiver import OTLPReceiver, _decompress
 from prometheus_client import CollectorRegistry
 
+from conftest import sdk_client
 from llmobs.app import create_app
 from llmobs.config import Settings
-from llmobs.serving import ServerThread, bound_socket, serve
+from llmobs.dev.harness import ServerThread, bound_socket, serve
+from otlp_receiver import OTLPReceiver, _decompress
 
 CLIENT_KEY = "sk-proj-CLIENTsecretKEY0123456789abcdef"
 UPSTREAM_KEY = "sk-UPSTREAMsecretKEY9876543210fedcba"
 # The whole keys, their distinctive tails (a half-masked key is still a leak), the header values.
-NEEDLES = (CLIENT_KEY, UPSTREAM_KEY, CLIENT_KEY[-14:], UPSTREAM_KEY[-14:], f"Bearer {CLIENT_KEY}", f"Bearer {UPSTREAM_KEY}")
+NEEDLES = (
+    CLIENT_KEY,
+    UPSTREAM_KEY,
+    CLIENT_KEY[-14:],
+    UPSTREAM_KEY[-14:],
+    f"Bearer {CLIENT_KEY}",
+    f"Bearer {UPSTREAM_KEY}",
+)
 MESSAGES = [{"role": "user", "content": "tell me a story"}]
 PII_PROMPT = (
     "I am ann@example.com, my card is 4111 1111 1111 1111, call me on +1 555 123 4567, "
@@ -63,8 +70,11 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[RawReceiver]:
 
 
 def otel_env(rx: OTLPReceiver) -> dict[str, str]:
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50",
-            "OTEL_METRIC_EXPORT_INTERVAL": "200"}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+    }
 
 
 def traffic(base_url: str) -> list[str]:
@@ -99,8 +109,11 @@ def unreachable(make_proxy: Any) -> list[str]:
     dead = bound_socket()  # bound, never listening: connections are refused
     try:
         proxy = make_proxy(f"http://127.0.0.1:{dead.getsockname()[1]}/v1", upstream_api_key=UPSTREAM_KEY)
-        response = httpx.post(proxy.base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES},
-                              headers={"authorization": f"Bearer {CLIENT_KEY}"})
+        response = httpx.post(
+            proxy.base_url + "/chat/completions",
+            json={"model": "m", "messages": MESSAGES},
+            headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        )
         assert response.status_code == 502
         return [response.text, metrics_text(proxy.url)]
     finally:
@@ -213,15 +226,26 @@ async def echo_upstream(scope: Any, receive: Any, send: Any) -> None:
     head = {"id": "chatcmpl-echo", "model": request["model"], "created": 0}
     if request.get("stream"):
         frames = [
-            {**head, "object": "chat.completion.chunk",
-             "choices": [{"index": 0, "delta": {"content": said}, "finish_reason": None}]},
-            {**head, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": said}, "finish_reason": None}],
+            },
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            },
         ]
         payload = b"".join(b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames) + b"data: [DONE]\n\n"
         content_type = b"text/event-stream"
     else:
-        answer = {**head, "object": "chat.completion", "usage": {"prompt_tokens": 1, "completion_tokens": 1},
-                  "choices": [{"index": 0, "message": {"role": "assistant", "content": said}, "finish_reason": "stop"}]}
+        answer = {
+            **head,
+            "object": "chat.completion",
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": said}, "finish_reason": "stop"}],
+        }
         payload, content_type = json.dumps(answer).encode(), b"application/json"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
     await send({"type": "http.response.body", "body": payload})
@@ -234,8 +258,10 @@ def captured_spans(receiver: RawReceiver) -> Iterator[list[Any]]:
         settings = Settings(upstream_url=echo.url + "/v1", provider="openai", capture_content=True)
         with serve(create_app(settings, registry=CollectorRegistry(), strict=True)) as proxy:
             sdk = sdk_client(proxy.url + "/v1", api_key=CLIENT_KEY)
-            messages = [{"role": "system", "content": "reply to sk-systemsecretabcdefghijk"},
-                        {"role": "user", "content": PII_PROMPT}]
+            messages = [
+                {"role": "system", "content": "reply to sk-systemsecretabcdefghijk"},
+                {"role": "user", "content": PII_PROMPT},
+            ]
             assert sdk.chat.completions.create(model="echo", messages=messages).choices[0].message.content == PII_PROMPT
             assert list(sdk.chat.completions.create(model="echo", messages=messages, stream=True))
             spans = receiver.wait_for_spans(2)
@@ -249,10 +275,21 @@ def captured_spans(receiver: RawReceiver) -> Iterator[list[Any]]:
 def test_captured_completion_is_on_the_span_redacted(captured_spans: list[Any]) -> None:
     for span in captured_spans:
         output = json.loads(span.attributes["gen_ai.output.messages"])
-        assert output == [{"role": "assistant", "finish_reason": "stop", "parts": [{"type": "text", "content": (
-            "I am [REDACTED:email], my card is [REDACTED:card_number], call me on [REDACTED:phone], "
-            "and my key is [REDACTED:api_key]"
-        )}]}]
+        assert output == [
+            {
+                "role": "assistant",
+                "finish_reason": "stop",
+                "parts": [
+                    {
+                        "type": "text",
+                        "content": (
+                            "I am [REDACTED:email], my card is [REDACTED:card_number], call me on [REDACTED:phone], "
+                            "and my key is [REDACTED:api_key]"
+                        ),
+                    }
+                ],
+            }
+        ]
 
 
 def test_captured_prompt_is_on_the_span_redacted(captured_spans: list[Any]) -> None:

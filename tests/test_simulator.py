@@ -17,9 +17,9 @@ import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from openai.types.responses import FunctionToolParam
-from servers import ServerThread, serve
 
-from llmobs.simulator import SimConfig, create_app
+from llmobs.sim import SimConfig, create_app
+from servers import ServerThread, serve
 
 TOOLS: list[ChatCompletionToolParam] = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -64,9 +64,7 @@ def data_of(frames: list[str]) -> list[Any]:
     return out
 
 
-def raw(
-    url: str, body: Any, headers: dict[str, str] | None = None, method: str = "POST"
-) -> tuple[int, Any, bytes]:
+def raw(url: str, body: Any, headers: dict[str, str] | None = None, method: str = "POST") -> tuple[int, Any, bytes]:
     """One request with urllib, which (unlike httpx) leaves content-encoding alone."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
@@ -104,9 +102,7 @@ def test_chat_stream_with_sdk(client: OpenAI) -> None:
         )
     )
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert (
-        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "tok1 tok2 tok3 tok4 tok5 "
-    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "tok1 tok2 tok3 tok4 tok5 "
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.prompt_tokens == PROMPT_TOKENS and chunks[-1].usage.completion_tokens == 5
@@ -130,9 +126,7 @@ def test_chat_stream_wire_format_with_include_usage(http: httpx2.Client) -> None
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:6])
     last = chunks[-1]
     assert last["choices"] == []
-    assert (
-        last["usage"]["prompt_tokens"] == PROMPT_TOKENS and last["usage"]["total_tokens"] == PROMPT_TOKENS + 5
-    )
+    assert last["usage"]["prompt_tokens"] == PROMPT_TOKENS and last["usage"]["total_tokens"] == PROMPT_TOKENS + 5
 
 
 def test_chat_stream_without_include_usage_has_no_usage_key(http: httpx2.Client) -> None:
@@ -151,9 +145,7 @@ def test_max_tokens_truncates_with_length(client: OpenAI) -> None:
 
 
 def test_output_tokens_header_overrides_config(client: OpenAI) -> None:
-    r = client.chat.completions.create(
-        model="m", messages=MESSAGES, extra_headers={"x-sim-output-tokens": "12"}
-    )
+    r = client.chat.completions.create(model="m", messages=MESSAGES, extra_headers={"x-sim-output-tokens": "12"})
     assert r.usage is not None and r.usage.completion_tokens == 12
     assert r.choices[0].message.content is not None and r.choices[0].message.content.endswith("tok12 ")
 
@@ -239,9 +231,7 @@ def test_n_choices_each_finish_and_usage_counts_all(client: OpenAI) -> None:
         )
     )
     finishes = {
-        c.choices[0].index: c.choices[0].finish_reason
-        for c in chunks
-        if c.choices and c.choices[0].finish_reason
+        c.choices[0].index: c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
     }
     assert finishes == {0: "stop", 1: "stop", 2: "stop"}
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 15
@@ -309,11 +299,7 @@ def test_responses_non_stream(client: OpenAI) -> None:
 
 def test_responses_incomplete_on_max_output_tokens(client: OpenAI) -> None:
     r = client.responses.create(model="m", input="hi", max_output_tokens=2)
-    assert (
-        r.status == "incomplete"
-        and r.incomplete_details
-        and r.incomplete_details.reason == "max_output_tokens"
-    )
+    assert r.status == "incomplete" and r.incomplete_details and r.incomplete_details.reason == "max_output_tokens"
     assert r.output_text == "tok1 tok2 " and r.usage and r.usage.output_tokens == 2
 
 
@@ -395,9 +381,7 @@ def test_unknown_path_is_404_with_openai_error_body(srv: ServerThread) -> None:
 
 
 def test_bad_json_is_400_with_error_body(srv: ServerThread) -> None:
-    status, headers, body = raw(
-        srv.url + "/v1/chat/completions", b"{not json", {"content-type": "application/json"}
-    )
+    status, headers, body = raw(srv.url + "/v1/chat/completions", b"{not json", {"content-type": "application/json"})
     assert status == 400 and headers["content-type"] == "application/json"
     error = json.loads(body)["error"]
     assert error["type"] == "invalid_request_error" and set(error) == {"message", "type", "param", "code"}
@@ -510,9 +494,7 @@ def test_sim_reject_stream_options(client: OpenAI) -> None:
             stream_options={"include_usage": True},
         )
     assert isinstance(info.value.body, dict) and info.value.body["param"] == "stream_options"
-    ok = list(
-        client.chat.completions.create(model="sim-reject-stream-options", messages=MESSAGES, stream=True)
-    )
+    ok = list(client.chat.completions.create(model="sim-reject-stream-options", messages=MESSAGES, stream=True))
     assert ok[-1].choices[0].finish_reason == "stop"
 
 

@@ -19,14 +19,13 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from llmobs.dev.harness import serve
+from llmobs.sim import SimConfig
+from llmobs.sim import create_app as create_simulator
 from servers import free_port
 
-from llmobs.serving import serve
-from llmobs.simulator import SimConfig
-from llmobs.simulator import create_app as create_simulator
-
 MESSAGES = [{"role": "user", "content": "one two three"}]  # 3 words + 3 = 6 prompt tokens
-
 
 
 class ServeProcess:
@@ -40,7 +39,9 @@ class ServeProcess:
         code = "import sys; from llmobs.cli import main; sys.exit(main())"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "serve", "--upstream", upstream, "--port", str(self.port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 
@@ -66,8 +67,11 @@ class ServeProcess:
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = httpx.get(self.url + "/metrics", timeout=10).text
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
     def output(self) -> str:
         if self.proc.poll() is None:
@@ -146,8 +150,19 @@ KINDS: dict[str, tuple[str, str]] = {
     "disconnect": ("client_closed", "200"),
     "hang": ("upstream_timeout", "504"),
 }
-WEIGHTS = {"chat": 20, "chat_stream": 20, "embeddings": 5, "responses_stream": 5, "no_usage_stream": 3,
-           "error_429": 3, "error_500_empty": 2, "stream_error": 3, "reset": 3, "disconnect": 3, "hang": 1}
+WEIGHTS = {
+    "chat": 20,
+    "chat_stream": 20,
+    "embeddings": 5,
+    "responses_stream": 5,
+    "no_usage_stream": 3,
+    "error_429": 3,
+    "error_500_empty": 2,
+    "stream_error": 3,
+    "reset": 3,
+    "disconnect": 3,
+    "hang": 1,
+}
 
 
 def one_request(http: httpx.Client, base: str, kind: str) -> None:
@@ -213,8 +228,10 @@ def test_soak_mixed_traffic_with_faults_loses_nothing_and_memory_stays_flat() ->
         sent: Counter[str] = Counter()
         errors: list[str] = []
         lock = threading.Lock()
-        drivers = [threading.Thread(target=drive, args=(proxy.url + "/v1", seconds, seed, sent, errors, lock))
-                   for seed in range(8)]
+        drivers = [
+            threading.Thread(target=drive, args=(proxy.url + "/v1", seconds, seed, sent, errors, lock))
+            for seed in range(8)
+        ]
         rss: list[tuple[float, int]] = []
         began = time.monotonic()
         for thread in drivers:
@@ -243,8 +260,10 @@ def test_soak_mixed_traffic_with_faults_loses_nothing_and_memory_stays_flat() ->
         warm = [r for t, r in rss if t >= seconds * 0.3]
         assert len(warm) >= 2
         growth = max(warm) - warm[0]
-        print(f"soak: {sum(sent.values())} requests in {seconds:.0f} s, RSS {warm[0] >> 20} MiB after warm-up, "
-              f"+{growth / 2**20:.1f} MiB at most; {dict(sent)}")
+        print(
+            f"soak: {sum(sent.values())} requests in {seconds:.0f} s, RSS {warm[0] >> 20} MiB after warm-up, "
+            f"+{growth / 2**20:.1f} MiB at most; {dict(sent)}"
+        )
         assert growth < 16 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB after warm-up"
 
 

@@ -21,6 +21,12 @@ import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
+
+from llmobs.app import LLMObs, create_app
+from llmobs.config import Settings
+from llmobs.dashboards import PanelQuery, build_dashboards, panel_queries
+from llmobs.sim import SimConfig
+from llmobs.sim import create_app as create_simulator
 from prometheus_server import (
     ROOT,
     Prometheus,
@@ -29,12 +35,6 @@ from prometheus_server import (
     retargeted_config,
 )
 from servers import serve
-
-from llmobs.app import LLMObs, create_app
-from llmobs.config import Settings
-from llmobs.dashboards import PanelQuery, build_dashboards, panel_queries
-from llmobs.simulator import SimConfig
-from llmobs.simulator import create_app as create_simulator
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -68,11 +68,16 @@ LOADGEN = load_loadgen()
 
 async def faults(api: openai.AsyncOpenAI) -> None:
     """Failures the demo mix lacks: an upstream 500, an error inside a stream, a dropped stream, no usage."""
-    for model, stream in (("sim-error-500", False), ("sim-stream-error", True), ("sim-reset", True),
-                          ("sim-no-usage", True)):
+    for model, stream in (
+        ("sim-error-500", False),
+        ("sim-stream-error", True),
+        ("sim-reset", True),
+        ("sim-no-usage", True),
+    ):
         try:
-            result = await api.chat.completions.create(model=model, messages=LOADGEN.PROMPT, stream=stream,
-                                                       extra_headers={LOADGEN.TENANT_HEADER: "acme"})
+            result = await api.chat.completions.create(
+                model=model, messages=LOADGEN.PROMPT, stream=stream, extra_headers={LOADGEN.TENANT_HEADER: "acme"}
+            )
             if stream:
                 await LOADGEN.drain(result)
         except openai.OpenAIError:
@@ -85,13 +90,19 @@ async def audited(api: openai.AsyncOpenAI, totals: Usage) -> None:
     usages = []
     result = await api.chat.completions.create(model="sim-model", messages=LOADGEN.PROMPT, extra_headers=headers)
     usages.append(("sim-model", result.usage))
-    result = await api.chat.completions.create(model="sim-model", messages=LOADGEN.PROMPT, max_tokens=3,
-                                               extra_headers=headers)
+    result = await api.chat.completions.create(
+        model="sim-model", messages=LOADGEN.PROMPT, max_tokens=3, extra_headers=headers
+    )
     assert result.choices[0].finish_reason == "length"
     usages.append(("sim-model", result.usage))
     for model in ("sim-model", "sim-reasoning"):
-        stream = await api.chat.completions.create(model=model, messages=LOADGEN.PROMPT, stream=True,
-                                                   stream_options={"include_usage": True}, extra_headers=headers)
+        stream = await api.chat.completions.create(
+            model=model,
+            messages=LOADGEN.PROMPT,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=headers,
+        )
         usages.append((model, [c async for c in stream][-1].usage))
     for model, usage in usages:
         assert usage is not None
@@ -141,7 +152,9 @@ def settle(app: LLMObs) -> None:
 
 def exposed(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return sum(
-        s.value for family in registry.collect() for s in family.samples
+        s.value
+        for family in registry.collect()
+        for s in family.samples
         if s.name == name and all(re.fullmatch(v, s.labels.get(k, "")) for k, v in labels.items())
     )
 
@@ -162,8 +175,17 @@ def _scraped_total(prom: Prometheus) -> float:
 
 
 class Stack:
-    def __init__(self, prom: Prometheus, app: LLMObs, registry: CollectorRegistry, start: float, end: float,
-                 audit_window: Usage, audit_all: Usage, tokens_before: float) -> None:
+    def __init__(
+        self,
+        prom: Prometheus,
+        app: LLMObs,
+        registry: CollectorRegistry,
+        start: float,
+        end: float,
+        audit_window: Usage,
+        audit_all: Usage,
+        tokens_before: float,
+    ) -> None:
         self.prom, self.app, self.registry = prom, app, registry
         self.start, self.end = start, end
         self.audit_window, self.audit_all = audit_window, audit_all
@@ -200,8 +222,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     registry = CollectorRegistry()
     with serve(create_simulator(SimConfig(ttft=0.02, chunk_gap=0.001))) as sim:
         settings = Settings(upstream_url=sim.url + "/v1", price_file=price_file)
-        app = create_app(settings, registry=registry, tracer_provider=TracerProvider(), otel_from_env=False,
-                         strict=True)
+        app = create_app(
+            settings, registry=registry, tracer_provider=TracerProvider(), otel_from_env=False, strict=True
+        )
         with serve(app) as proxy:
             target = proxy.url.removeprefix("http://")
             prom = Prometheus(retargeted_config(target), workdir).start()
@@ -271,15 +294,19 @@ def test_totals_agree_with_what_the_clients_saw(stack: Stack) -> None:
     # The dashboards' increase() over the range extrapolates to the window's edges: close, not exact.
     audit = {**ALL, "tenant": AUDIT}
     assert stack.panel_value("model.json", "Tokens (range)", **audit) == pytest.approx(
-        stack.audit_window["tokens"], rel=0.15)
+        stack.audit_window["tokens"], rel=0.15
+    )
     assert stack.panel_value("model.json", "Cost (range)", **audit) == pytest.approx(
-        stack.audit_window["cost"], rel=0.15)
+        stack.audit_window["cost"], rel=0.15
+    )
     in_window = exposed(stack.registry, "llmobs_tokens_total", type="input|output") - stack.tokens_before
     assert stack.panel_value("overview.json", "Tokens (range)") == pytest.approx(in_window, rel=0.15)
 
 
 def test_finish_reasons_and_failures_show_the_traffic_mix(stack: Stack) -> None:
-    (q,) = [q for q in panel_queries("overview.json", DASHBOARDS["overview.json"]) if q.panel == "Finish reasons (range)"]
+    (q,) = [
+        q for q in panel_queries("overview.json", DASHBOARDS["overview.json"]) if q.panel == "Finish reasons (range)"
+    ]
     reasons = {s["metric"]["reason"] for s in stack.run(q)}
     assert {"stop", "length", "tool_calls"} <= reasons
     outcomes = {s["metric"]["outcome"] for s in stack.prom.query("sum by (outcome) (llmobs_requests_total)")}

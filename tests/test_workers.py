@@ -12,13 +12,12 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+
+from llmobs.dev.harness import ServerThread
+from llmobs.dev.metrics_text import read_metrics
 from servers import free_port
 
-from llmobs.metrics_text import read_metrics
-from llmobs.serving import ServerThread
-
 MESSAGES = [{"role": "user", "content": "count me"}]
-
 
 
 class Instance:
@@ -33,9 +32,21 @@ class Instance:
         self.log = tmp / f"serve-{self.port}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "llmobs.cli", "serve", "--upstream", upstream, "--port", str(self.port),
-                 "--workers", str(workers)],
-                env=env, stdout=subprocess.DEVNULL, stderr=log,
+                [
+                    sys.executable,
+                    "-m",
+                    "llmobs.cli",
+                    "serve",
+                    "--upstream",
+                    upstream,
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(workers),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
             )
         deadline = time.monotonic() + 30
         while True:
@@ -73,14 +84,19 @@ def instance(upstream: ServerThread, tmp_path: Path) -> Iterator[Instance]:
 
 def drive(base_url: str, count: int, threads: int = 16) -> None:
     """`count` requests, half streamed, from `threads` concurrent clients."""
+
     def work(ids: range) -> None:
         with httpx.Client(timeout=30) as http:
             for i in ids:
                 body = {"model": f"m{i % 3}", "messages": MESSAGES, "stream": i % 2 == 0}
                 # A new connection per request, so that both workers accept some.
-                response = http.post(base_url + "/v1/chat/completions", json=body,
-                                     headers={"x-llmobs-tenant": f"t{i % 2}", "connection": "close"})
+                response = http.post(
+                    base_url + "/v1/chat/completions",
+                    json=body,
+                    headers={"x-llmobs-tenant": f"t{i % 2}", "connection": "close"},
+                )
                 assert response.status_code == 200
+
     pool = [threading.Thread(target=work, args=(range(k, count, threads),)) for k in range(threads)]
     for t in pool:
         t.start()

@@ -21,8 +21,16 @@ log = logging.getLogger("loadgen")
 TENANTS = ("acme", "globex", "initech")
 TENANT_HEADER = "x-llmobs-tenant"
 PROMPT = [{"role": "user", "content": "Explain observability for LLM traffic in two sentences."}]
-TOOLS = [{"type": "function", "function": {"name": "search", "description": "Search the docs.",
-          "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the docs.",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        },
+    }
+]
 
 Scenario = Callable[[openai.AsyncOpenAI, dict[str, str]], Awaitable[None]]
 
@@ -38,20 +46,30 @@ async def chat(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
 
 async def chat_stream(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
     """A stream that did not ask for usage: the proxy injects and strips it."""
-    await drain(await client.chat.completions.create(
-        model="sim-model", messages=PROMPT, stream=True, extra_headers=headers))
+    await drain(
+        await client.chat.completions.create(model="sim-model", messages=PROMPT, stream=True, extra_headers=headers)
+    )
 
 
 async def chat_stream_usage(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
-    await drain(await client.chat.completions.create(
-        model="sim-model", messages=PROMPT, stream=True, stream_options={"include_usage": True},
-        extra_headers=headers))
+    await drain(
+        await client.chat.completions.create(
+            model="sim-model",
+            messages=PROMPT,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=headers,
+        )
+    )
 
 
 async def truncated(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
     """max_tokens cuts the answer: finish_reason=length."""
-    await drain(await client.chat.completions.create(
-        model="sim-model", messages=PROMPT, stream=True, max_tokens=3, extra_headers=headers))
+    await drain(
+        await client.chat.completions.create(
+            model="sim-model", messages=PROMPT, stream=True, max_tokens=3, extra_headers=headers
+        )
+    )
 
 
 async def tool_call(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
@@ -61,23 +79,31 @@ async def tool_call(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None
 async def cached(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
     """A prompt-cache hit: the simulator reports half the prompt as cached."""
     await client.chat.completions.create(
-        model="sim-model", messages=PROMPT, extra_body={"prompt_cache_key": "demo"}, extra_headers=headers)
+        model="sim-model", messages=PROMPT, extra_body={"prompt_cache_key": "demo"}, extra_headers=headers
+    )
 
 
 async def reasoning(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
     """A reasoning model that streams reasoning_content deltas (and has no price: 'unpriced')."""
-    await drain(await client.chat.completions.create(
-        model="sim-reasoning-content", messages=PROMPT, stream=True, extra_headers=headers))
+    await drain(
+        await client.chat.completions.create(
+            model="sim-reasoning-content", messages=PROMPT, stream=True, extra_headers=headers
+        )
+    )
 
 
 async def reasoning_priced(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
-    await drain(await client.chat.completions.create(
-        model="sim-reasoning", messages=PROMPT, stream=True, extra_headers=headers))
+    await drain(
+        await client.chat.completions.create(model="sim-reasoning", messages=PROMPT, stream=True, extra_headers=headers)
+    )
 
 
 async def responses(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
-    await drain(await client.responses.create(
-        model="sim-model", input="Summarise the request.", stream=True, extra_headers=headers))
+    await drain(
+        await client.responses.create(
+            model="sim-model", input="Summarise the request.", stream=True, extra_headers=headers
+        )
+    )
 
 
 async def completions(client: openai.AsyncOpenAI, headers: dict[str, str]) -> None:
@@ -98,8 +124,17 @@ async def upstream_error(client: openai.AsyncOpenAI, headers: dict[str, str]) ->
 
 # (scenario, weight): mostly healthy traffic with a few truncations and errors.
 SCENARIOS: tuple[tuple[Scenario, int], ...] = (
-    (chat, 6), (chat_stream, 8), (chat_stream_usage, 2), (truncated, 2), (tool_call, 2), (cached, 3),
-    (reasoning, 1), (reasoning_priced, 2), (responses, 2), (completions, 1), (embeddings, 2),
+    (chat, 6),
+    (chat_stream, 8),
+    (chat_stream_usage, 2),
+    (truncated, 2),
+    (tool_call, 2),
+    (cached, 3),
+    (reasoning, 1),
+    (reasoning_priced, 2),
+    (responses, 2),
+    (completions, 1),
+    (embeddings, 2),
     (upstream_error, 1),
 )
 
@@ -119,7 +154,7 @@ async def run_one(api: openai.AsyncOpenAI, scenario: Scenario, tenant: str) -> N
 async def generate(base_url: str, rate: float, duration: float) -> None:
     """Start `rate` requests per second (Poisson arrivals) for `duration` seconds, 0 = forever."""
     api = client(base_url)
-    scenarios, weights = zip(*SCENARIOS)
+    scenarios, weights = zip(*SCENARIOS, strict=False)
     loop = asyncio.get_running_loop()
     stop = loop.time() + duration if duration > 0 else float("inf")
     tasks: set[asyncio.Task[None]] = set()

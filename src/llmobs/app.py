@@ -13,11 +13,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .config import Settings, multiprocess_dir
-from .proxy import Proxy, Scope, Receive, Send
-from .recorder import Recorder
-from .sinks.prometheus import PrometheusSink
-from .upstream import Timeouts, Upstream
+from llmobs.config import Settings, multiprocess_dir
+from llmobs.proxy.asgi import Receive, Scope, Send, lifespan
+from llmobs.proxy.exchange import Proxy
+from llmobs.proxy.upstream import Timeouts, Upstream
+from llmobs.telemetry.recorder import Recorder
+from llmobs.telemetry.sinks.prometheus import PrometheusSink
 
 log = logging.getLogger("llmobs")
 
@@ -39,8 +40,12 @@ def admin_app(
         if expected is not None:
             given = request.headers.get("authorization", "").encode("latin-1", "replace")
             if not hmac.compare_digest(given, expected):
-                return Response(b'{"error":"unauthorized"}', status_code=401, media_type="application/json",
-                                headers={"www-authenticate": "Bearer"})
+                return Response(
+                    b'{"error":"unauthorized"}',
+                    status_code=401,
+                    media_type="application/json",
+                    headers={"www-authenticate": "Bearer"},
+                )
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(registry()), media_type=content_type)
 
@@ -89,7 +94,7 @@ class LLMObs:
         self.prometheus = PrometheusSink(self.registry)
         self.tracer_provider, self.meter_provider = tracer_provider, meter_provider
         if otel_from_env and tracer_provider is None and meter_provider is None:
-            from .sinks.otel import providers_from_env
+            from llmobs.telemetry.sinks.otel import providers_from_env
 
             self.tracer_provider, self.meter_provider = providers_from_env(
                 on_span_dropped=lambda: self.prometheus.telemetry_error("otel_span_dropped"),
@@ -127,9 +132,9 @@ class LLMObs:
     def _otel_sink(self) -> Any:
         if self.tracer_provider is None and self.meter_provider is None:
             return None
-        from .providers import provider_name
-        from .redaction import Redactor
-        from .sinks.otel import OTelSink
+        from llmobs.telemetry.providers import provider_name
+        from llmobs.telemetry.redaction import Redactor
+        from llmobs.telemetry.sinks.otel import OTelSink
 
         return OTelSink(
             self.tracer_provider,
@@ -150,7 +155,7 @@ class LLMObs:
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send, self.startup, self.shutdown)
 
     async def startup(self) -> None:
         await self.upstream.open()
@@ -171,25 +176,10 @@ class LLMObs:
                 except Exception:
                     log.warning("OpenTelemetry shutdown failed", exc_info=True)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
 
 def _load_prices(settings: Settings) -> Any:
-    from .pricing import PriceTable
-    from .providers import pricing_provider
+    from llmobs.telemetry.pricing import PriceTable
+    from llmobs.telemetry.providers import pricing_provider
 
     return PriceTable.load(
         provider=pricing_provider(settings.upstream_url, settings.provider), price_file=settings.price_file
@@ -199,7 +189,7 @@ def _load_prices(settings: Settings) -> Any:
 def create_app(settings: Settings | None = None, **kwargs: Any) -> LLMObs:
     """The llmobs ASGI app for `settings` (defaults from the environment)."""
     if settings is None:
-        from .config import load_settings
+        from llmobs.config import load_settings
 
         settings = load_settings()
     return LLMObs(settings, **kwargs)

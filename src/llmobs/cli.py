@@ -7,26 +7,29 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .config import ConfigError, Settings, load_settings
+from llmobs import __version__
+from llmobs.config import ConfigError, Settings, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import run
+    from llmobs.runner import run
 
     flags = {"upstream_url": args.upstream, "host": args.host, "port": args.port, "workers": args.workers}
     try:
         settings = load_settings(flags, config_file=args.config)
         if settings.price_file is not None:  # a bad price file stops the start, not the first request
-            from .pricing import read_price_file
+            from llmobs.telemetry.pricing import read_price_file
 
             read_price_file(settings.price_file)
     except (ConfigError, ValueError) as exc:
         print(f"llmobs: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"llmobs {__version__}: proxying http://{settings.host}:{settings.port} -> {settings.upstream_url}"
-          f" with {settings.workers} worker(s)", file=sys.stderr)
+    print(
+        f"llmobs {__version__}: proxying http://{settings.host}:{settings.port} -> {settings.upstream_url}"
+        f" with {settings.workers} worker(s)",
+        file=sys.stderr,
+    )
     run(settings)
     return 0
 
@@ -34,23 +37,30 @@ def _serve(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .simulator import SimConfig, create_app
+    from llmobs.sim import SimConfig, create_app
 
     config = SimConfig(ttft=args.ttft, chunk_gap=args.chunk_gap, output_tokens=args.output_tokens)
     print(f"llmobs simulated upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
-    uvicorn.run(create_app(config), host=args.host, port=args.port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from llmobs.dev.demo import run_demo
 
     return run_demo(duration=args.duration, concurrency=args.concurrency)
 
 
 def _dashboards(args: argparse.Namespace) -> int:
-    from .dashboards import write_dashboards
+    from llmobs.dashboards import write_dashboards
 
     for path in write_dashboards(args.out):
         print(path)
@@ -71,8 +81,11 @@ def parser() -> argparse.ArgumentParser:
     defaults = Settings.model_fields
 
     serve = sub.add_parser("serve", help="run the proxy")
-    serve.add_argument("--upstream", metavar="URL",
-                       help=f"upstream API base URL [LLMOBS_UPSTREAM_URL; default {defaults['upstream_url'].default}]")
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help=f"upstream API base URL [LLMOBS_UPSTREAM_URL; default {defaults['upstream_url'].default}]",
+    )
     serve.add_argument("--host", help=f"address to bind [LLMOBS_HOST; default {defaults['host'].default}]")
     serve.add_argument("--port", help=f"port to bind [LLMOBS_PORT; default {defaults['port'].default}]")
     serve.add_argument("--workers", help="worker processes [LLMOBS_WORKERS; default 1]")

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"must be a JSON list of regexes, got {value!r}") from None
         if isinstance(value, list):
-            from .redaction import compile_pattern
+            from llmobs.telemetry.redaction import compile_pattern
 
             for pattern in value:
                 if isinstance(pattern, str):

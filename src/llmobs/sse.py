@@ -31,8 +31,19 @@ class Event(NamedTuple):
 class SSEDecoder:
     """Feed bytes in any chunking; get complete events out."""
 
-    __slots__ = ("_buf", "_raw", "_data", "_event", "_skip_lf", "_started", "_taken", "_oversized",
-                 "_skip_line", "_cr_ended_event", "max_event_bytes")
+    __slots__ = (
+        "_buf",
+        "_raw",
+        "_data",
+        "_event",
+        "_skip_lf",
+        "_started",
+        "_taken",
+        "_oversized",
+        "_skip_line",
+        "_cr_ended_event",
+        "max_event_bytes",
+    )
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buf = b""  # bytes not yet split into lines

@@ -62,8 +62,16 @@ def _prefixed(kind: str, prefixes: tuple[str, ...], pattern: str, *, fold: bool 
 
 
 def _key_names() -> tuple[str, ...]:
-    stems = ("api{}key", "access{}key", "secret{}key", "private{}key", "client{}secret", "access{}token",
-             "auth{}token", "refresh{}token")
+    stems = (
+        "api{}key",
+        "access{}key",
+        "secret{}key",
+        "private{}key",
+        "client{}secret",
+        "access{}token",
+        "auth{}token",
+        "refresh{}token",
+    )
     joined = (stem.format(sep) for stem in stems for sep in ("_", "-", ""))
     return (*joined, "secret", "token", "password", "passwd", "pwd")
 
@@ -177,12 +185,17 @@ RULES: dict[str, Scanner] = {
     "basic_auth": _prefixed("basic_auth", ("basic",), r"basic[ \t]+([A-Za-z0-9+/]{12,}={0,2})", fold=True, group=1),
     # OpenAI (sk-, sk-proj-, sk-svcacct-, sk-admin-) and Anthropic (sk-ant-...) keys.
     "api_key": _prefixed("api_key", ("sk-",), rf"sk-{_B64}{{16,}}"),
-    "aws_access_key": _prefixed("aws_access_key", ("AKIA", "ASIA", "ABIA", "ACCA"), r"[A-Z]{4}[A-Z0-9]{16}(?![A-Za-z0-9])"),
+    "aws_access_key": _prefixed(
+        "aws_access_key", ("AKIA", "ASIA", "ABIA", "ACCA"), r"[A-Z]{4}[A-Z0-9]{16}(?![A-Za-z0-9])"
+    ),
     "github_token": _prefixed(
-        "github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        "github_token",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
         r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",
     ),
-    "slack_token": _prefixed("slack_token", ("xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-"), r"xox[a-z]-[A-Za-z0-9-]{10,}"),
+    "slack_token": _prefixed(
+        "slack_token", ("xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-"), r"xox[a-z]-[A-Za-z0-9-]{10,}"
+    ),
     "google_api_key": _prefixed("google_api_key", ("AIza",), rf"AIza{_B64}{{35}}"),
     "stripe_key": _prefixed(
         "stripe_key", ("sk_live_", "sk_test_", "rk_live_", "rk_test_"), r"[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"

@@ -6,7 +6,6 @@ behind this small surface lets a benchmark swap it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -53,7 +52,7 @@ class UpstreamResponse:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(str(exc)) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamBroken(type(exc).__name__) from exc
@@ -106,7 +105,7 @@ class Upstream:
             resp = await self._session.request(
                 method, url, headers=headers, data=body if body else None, allow_redirects=False
             )
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(str(exc) or "timed out") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnreachable(f"cannot connect to {self.host}:{self.port}") from exc

@@ -43,10 +43,10 @@ from opentelemetry.trace import (
 )
 
 from llmobs import __version__
-from llmobs.labels import LabelGuard
 from llmobs.records import Content, Observation, Outcome, RequestInfo
-from llmobs.redaction import Redactor
-from llmobs.sinks.span_queue import BoundedBatchSpanProcessor
+from llmobs.telemetry.labels import LabelGuard
+from llmobs.telemetry.redaction import Redactor
+from llmobs.telemetry.sinks.span_queue import BoundedBatchSpanProcessor
 
 log = logging.getLogger(__name__)
 

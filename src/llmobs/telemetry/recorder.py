@@ -6,9 +6,9 @@ import logging
 from decimal import Decimal
 from typing import Any, Protocol
 
-from .labels import LabelGuard
-from .records import Observation, RequestInfo, Usage
-from .sinks.prometheus import PrometheusSink
+from llmobs.records import Observation, RequestInfo, Usage
+from llmobs.telemetry.labels import LabelGuard
+from llmobs.telemetry.sinks.prometheus import PrometheusSink
 
 log = logging.getLogger("llmobs")
 
@@ -46,7 +46,9 @@ class Recorder:
         if self.otel is None or info.operation is None:
             return None
         try:
-            incoming = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
+            incoming = {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")
+            }
             return self.otel.start(info, incoming, start)
         except Exception:
             self.failed("otel")
@@ -100,4 +102,3 @@ class Recorder:
             self.prometheus.telemetry_error(component)
         except Exception:  # pragma: no cover - the counter itself failed; nothing left to do
             pass
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .records import Content
+from llmobs.records import Content
 
 MAX_CHARS = 64 * 1024  # per side (input, output) of one request
 _PART_COST = 16  # what an empty part costs the budget, so many tiny parts are bounded too

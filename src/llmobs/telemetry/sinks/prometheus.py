@@ -6,9 +6,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from .. import __version__
-from .. import names as n
-from ..records import Observation, UsageSource
+from llmobs import __version__
+from llmobs.records import Observation, UsageSource
+from llmobs.telemetry import names as n
 
 
 class PrometheusSink:
@@ -16,6 +16,7 @@ class PrometheusSink:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         disable_created_metrics()  # `_created` series only double the exposition
+
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(name, doc, labels, registry=registry)
 
@@ -27,48 +28,61 @@ class PrometheusSink:
             n.REQUESTS, "Proxied requests.", ("endpoint", "model", "tenant", "stream", "status_code", "outcome")
         )
         self.in_flight = Gauge(
-            n.REQUESTS_IN_FLIGHT, "Requests being proxied now.", ("endpoint",), registry=registry,
+            n.REQUESTS_IN_FLIGHT,
+            "Requests being proxied now.",
+            ("endpoint",),
+            registry=registry,
             multiprocess_mode="livesum",
         )
         self.duration = histogram(
-            n.REQUEST_DURATION, "Request duration, first request byte to last response byte.",
-            ("endpoint", "model", "stream"), n.DURATION_BUCKETS,
+            n.REQUEST_DURATION,
+            "Request duration, first request byte to last response byte.",
+            ("endpoint", "model", "stream"),
+            n.DURATION_BUCKETS,
         )
-        self.ttft = histogram(n.TIME_TO_FIRST_TOKEN, "Time to the first generated token (streams).", em, n.DURATION_BUCKETS)
+        self.ttft = histogram(
+            n.TIME_TO_FIRST_TOKEN, "Time to the first generated token (streams).", em, n.DURATION_BUCKETS
+        )
         self.tpot = histogram(
             n.TIME_PER_OUTPUT_TOKEN, "(duration - TTFT) / (output tokens - 1) (streams).", em, n.TIME_PER_TOKEN_BUCKETS
         )
         self.reasoning = histogram(
-            n.REASONING_DURATION, "Time from the first reasoning delta to the first answer delta (streams).",
-            em, n.DURATION_BUCKETS,
+            n.REASONING_DURATION,
+            "Time from the first reasoning delta to the first answer delta (streams).",
+            em,
+            n.DURATION_BUCKETS,
         )
         self.tokens = counter(
-            n.TOKENS, "Tokens as the upstream reported them; cache_* are part of input, reasoning of output.",
+            n.TOKENS,
+            "Tokens as the upstream reported them; cache_* are part of input, reasoning of output.",
             ("endpoint", "model", "tenant", "type"),
         )
         self.estimated_tokens = counter(
-            n.ESTIMATED_TOKENS, "Tokens estimated by the proxy where the upstream reported none.",
+            n.ESTIMATED_TOKENS,
+            "Tokens estimated by the proxy where the upstream reported none.",
             ("endpoint", "model", "type"),
         )
         self.request_tokens = histogram(
             n.REQUEST_TOKENS, "Reported tokens per request.", ("endpoint", "model", "type"), n.TOKEN_BUCKETS
         )
-        self.finish_reasons = counter(n.FINISH_REASONS, "Finish reasons, one per choice.", ("endpoint", "model", "reason"))
+        self.finish_reasons = counter(
+            n.FINISH_REASONS, "Finish reasons, one per choice.", ("endpoint", "model", "reason")
+        )
         self.cost = counter(n.COST_USD, "Cost in US dollars of priced requests.", ("model", "tenant"))
         self.unpriced = counter(n.UNPRICED_REQUESTS, "Requests with usage that no price covers.", ("model",))
-        self.usage_missing = counter(
-            n.USAGE_MISSING, "Successful requests whose response carried no usage.", em
-        )
+        self.usage_missing = counter(n.USAGE_MISSING, "Successful requests whose response carried no usage.", em)
         self.overhead = histogram(
-            n.PROXY_OVERHEAD, "Time spent in the proxy itself, not waiting on either side.", ("endpoint",),
+            n.PROXY_OVERHEAD,
+            "Time spent in the proxy itself, not waiting on either side.",
+            ("endpoint",),
             n.OVERHEAD_BUCKETS,
         )
         self.telemetry_errors = counter(
-            n.TELEMETRY_ERRORS, "Failures inside telemetry (accounting, sinks, dropped spans); traffic unaffected.",
+            n.TELEMETRY_ERRORS,
+            "Failures inside telemetry (accounting, sinks, dropped spans); traffic unaffected.",
             ("component",),
         )
-        build = Gauge(n.BUILD_INFO, "llmobs build; always 1.", ("version",), registry=registry,
-                      multiprocess_mode="max")
+        build = Gauge(n.BUILD_INFO, "llmobs build; always 1.", ("version",), registry=registry, multiprocess_mode="max")
         build.labels(__version__).set(1)
         self._in_flight = {endpoint: self.in_flight.labels(endpoint) for endpoint in n.ENDPOINTS}
         self._requests: dict[tuple[Any, ...], Any] = {}
@@ -166,8 +180,7 @@ class _Series:
 
     def __init__(self, sink: PrometheusSink, endpoint: str, model: str, tenant: str, stream: bool) -> None:
         self._sink = sink
-        self._labels = {"endpoint": endpoint, "model": model, "tenant": tenant,
-                        "stream": "true" if stream else "false"}
+        self._labels = {"endpoint": endpoint, "model": model, "tenant": tenant, "stream": "true" if stream else "false"}
         self._children: dict[tuple[str, str], Any] = {}
 
     def get(self, metric: str, extra: str = "") -> Any:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from typing import Any
 
 import uvicorn
+import uvloop
 
-from .config import MULTIPROC_ENV, WORKER_SETTINGS_ENV, Settings, worker_settings_json
+from llmobs.config import MULTIPROC_ENV, WORKER_SETTINGS_ENV, Settings, worker_settings_json
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -40,7 +44,7 @@ def run(settings: Settings) -> None:
     if settings.workers > 1:
         _run_workers(settings)
         return
-    from .app import create_app
+    from llmobs.app import create_app
 
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings)))
@@ -64,13 +68,16 @@ def _run_workers(settings: Settings) -> None:
     os.environ[WORKER_SETTINGS_ENV] = worker_settings_json(settings)
     admin = None
     try:
-        from .app import scrape_registry
+        from llmobs.app import scrape_registry
 
         if settings.admin_port is not None:
             from prometheus_client import CollectorRegistry
 
-            admin = _start_admin(settings, scrape_registry(CollectorRegistry(), directory),
-                                 lambda: _accepts(settings.host, settings.port))
+            admin = _start_admin(
+                settings,
+                scrape_registry(CollectorRegistry(), directory),
+                lambda: _accepts(settings.host, settings.port),
+            )
         uvicorn.run("llmobs.app:create_app", factory=True, workers=settings.workers, **_uvicorn_options(settings))
     finally:
         if admin is not None:
@@ -81,12 +88,12 @@ def _run_workers(settings: Settings) -> None:
 def _start_admin(settings: Settings, registry: Any, ready: Any) -> Any:
     if settings.admin_port is None:
         return None
-    from .app import admin_app
-    from .serving import ServerThread
+    from llmobs.app import admin_app
 
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    server = ServerThread(admin_app(registry, ready, token=token), host=settings.host, port=settings.admin_port,
-                          lifespan="off")
+    server = ServerThread(
+        admin_app(registry, ready, token=token), host=settings.host, port=settings.admin_port, lifespan="off"
+    )
     print(f"llmobs: admin routes on http://{settings.host}:{server.port}", file=sys.stderr)
     return server.start()
 
@@ -97,3 +104,47 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def bound_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening-ready socket; port 0 picks a free one."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class ServerThread:
+    """A uvicorn server (uvloop, httptools) on its own event loop thread."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
+        self.sock = bound_socket(host, port)
+        self.port: int = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        config.setdefault("log_level", "warning")
+        config.setdefault("lifespan", "on")
+        cfg = uvicorn.Config(app, loop="uvloop", http="httptools", **config)
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"uvicorn-{self.port}")
+
+    def _run(self) -> None:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self.server.serve(sockets=[self.sock]))
+        finally:
+            loop.close()
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server on port {self.port} did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .metrics_text import Samples, histogram_quantile, read_metrics
+from llmobs.dev.metrics_text import Samples, histogram_quantile, read_metrics
 
 DEMO_PRICES = """\
 # Prices for the demo's self-hosted models, USD per million tokens.
@@ -27,8 +27,10 @@ models:
     cache_read: 0.05
 """
 TENANTS = ("team-search", "team-chat", "batch-jobs")
-MESSAGES = [{"role": "system", "content": "You are a terse assistant."},
-            {"role": "user", "content": "Summarise the plot of Hamlet in one line please."}]
+MESSAGES = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "Summarise the plot of Hamlet in one line please."},
+]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
 
 
@@ -43,7 +45,9 @@ def _traffic() -> list[tuple[int, str, Callable[[Any, dict[str, str]], None]]]:
         c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, prompt_cache_key="demo", extra_headers=h)
 
     def truncated(c: Any, h: dict[str, str]) -> None:
-        for _ in c.chat.completions.create(model="gpt-4.1", messages=MESSAGES, max_tokens=8, stream=True, extra_headers=h):
+        for _ in c.chat.completions.create(
+            model="gpt-4.1", messages=MESSAGES, max_tokens=8, stream=True, extra_headers=h
+        ):
             pass
 
     def tools(c: Any, h: dict[str, str]) -> None:
@@ -70,9 +74,16 @@ def _traffic() -> list[tuple[int, str, Callable[[Any, dict[str, str]], None]]]:
         c.chat.completions.create(model="sim-error-429", messages=MESSAGES, extra_headers=h)
 
     return [
-        (6, "chat stream", chat_stream), (4, "chat", chat), (2, "truncated", truncated), (2, "tool call", tools),
-        (3, "reasoning", reasoning), (3, "responses", responses), (2, "completions", legacy),
-        (2, "embeddings", embeddings), (1, "unpriced", unpriced), (1, "error 429", rate_limited),
+        (6, "chat stream", chat_stream),
+        (4, "chat", chat),
+        (2, "truncated", truncated),
+        (2, "tool call", tools),
+        (3, "reasoning", reasoning),
+        (3, "responses", responses),
+        (2, "completions", legacy),
+        (2, "embeddings", embeddings),
+        (1, "unpriced", unpriced),
+        (1, "error 429", rate_limited),
     ]
 
 
@@ -107,11 +118,11 @@ def run_demo(duration: float = 15.0, concurrency: int = 4, console: Console | No
     """Run the tour; return the process exit code."""
     import httpx2 as httpx
 
-    from .app import create_app
-    from .config import Settings
-    from .serving import serve
-    from .simulator import SimConfig
-    from .simulator import create_app as create_simulator
+    from llmobs.app import create_app
+    from llmobs.config import Settings
+    from llmobs.dev.harness import serve
+    from llmobs.sim import SimConfig
+    from llmobs.sim import create_app as create_simulator
 
     console = console or Console()
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,12 +132,20 @@ def run_demo(duration: float = 15.0, concurrency: int = 4, console: Console | No
         with serve(create_simulator(simulated)) as upstream:
             settings = Settings(upstream_url=upstream.url + "/v1", provider="openai", price_file=prices)
             with serve(create_app(settings, otel_from_env=False)) as proxy:
-                console.print(f"[bold]llmobs demo[/]: simulated upstream {upstream.url}/v1, "
-                              f"proxy {proxy.url}/v1, {concurrency} clients for {duration:g} s")
+                console.print(
+                    f"[bold]llmobs demo[/]: simulated upstream {upstream.url}/v1, "
+                    f"proxy {proxy.url}/v1, {concurrency} clients for {duration:g} s"
+                )
                 counts: dict[str, int] = defaultdict(int)
                 lock = threading.Lock()
-                with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
-                              TextColumn("{task.fields[stats]}"), console=console, transient=True) as bar:
+                with Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TimeRemainingColumn(),
+                    TextColumn("{task.fields[stats]}"),
+                    console=console,
+                    transient=True,
+                ) as bar:
                     task = bar.add_task("traffic", total=duration, stats="")
 
                     def tick(label: str, ok: bool) -> None:
@@ -138,13 +157,18 @@ def run_demo(duration: float = 15.0, concurrency: int = 4, console: Console | No
                     driver.start()
                     while driver.is_alive():
                         driver.join(0.2)
-                        bar.update(task, completed=min(time.monotonic() - start, duration),
-                                   stats=f"{counts['ok']} ok, {counts['errors']} errors")
+                        bar.update(
+                            task,
+                            completed=min(time.monotonic() - start, duration),
+                            stats=f"{counts['ok']} ok, {counts['errors']} errors",
+                        )
                 text = httpx.get(proxy.url + "/metrics", timeout=10).text
     samples = read_metrics(text)
     print_summary(samples, console)
-    console.print(f"\nSent {counts['ok'] + counts['errors']} requests ({counts['errors']} answered with an error, "
-                  "on purpose). Point your app at the proxy with OPENAI_BASE_URL to see your own.")
+    console.print(
+        f"\nSent {counts['ok'] + counts['errors']} requests ({counts['errors']} answered with an error, "
+        "on purpose). Point your app at the proxy with OPENAI_BASE_URL to see your own."
+    )
     return 0
 
 
@@ -166,9 +190,13 @@ def print_summary(s: Samples, console: Console) -> None:
     kinds = ["input", "cache_read", "output", "reasoning"]
     if any(t == "cache_write" and v for (_, t), v in tokens.items()):
         kinds.insert(2, "cache_write")
-    table = Table(title="Tokens as the upstream reported them, and cost", box=box.SIMPLE_HEAVY,
-                  collapse_padding=True, pad_edge=False,
-                  caption="cache read/write are part of input; reasoning is part of output")
+    table = Table(
+        title="Tokens as the upstream reported them, and cost",
+        box=box.SIMPLE_HEAVY,
+        collapse_padding=True,
+        pad_edge=False,
+        caption="cache read/write are part of input; reasoning is part of output",
+    )
     table.add_column("model", no_wrap=True)
     for column in [*kinds, "USD"]:
         table.add_column(column.replace("_", " "), justify="right", no_wrap=True)
@@ -176,8 +204,11 @@ def print_summary(s: Samples, console: Console) -> None:
         price = cost.get((model,))
         price_text = f"{price:.6f}" if price is not None else f"unpriced ×{unpriced.get((model,), 0):g}"
         table.add_row(model, *(f"{tokens.get((model, t), 0):,.0f}" for t in kinds), price_text)
-    table.add_row("[bold]total", *(f"{sum(v for (_, t), v in tokens.items() if t == k):,.0f}" for k in kinds),
-                  f"[bold]{sum(cost.values()):.6f}")
+    table.add_row(
+        "[bold]total",
+        *(f"{sum(v for (_, t), v in tokens.items() if t == k):,.0f}" for k in kinds),
+        f"[bold]{sum(cost.values()):.6f}",
+    )
     console.print(table)
 
     table = Table(title="Latency by model (seconds)", box=box.SIMPLE_HEAVY)
@@ -192,8 +223,9 @@ def print_summary(s: Samples, console: Console) -> None:
         return "-" if value is None else f"{value:.3f}"
 
     for model in sorted(durations):
-        table.add_row(model[0], q(durations, model, 0.5), q(durations, model, 0.95),
-                      q(ttfts, model, 0.5), q(ttfts, model, 0.95))
+        table.add_row(
+            model[0], q(durations, model, 0.5), q(durations, model, 0.95), q(ttfts, model, 0.5), q(ttfts, model, 0.95)
+        )
     console.print(table)
 
     reasons = s.sum_by("llmobs_finish_reasons_total", "reason")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .names import OTHER
+from llmobs.telemetry.names import OTHER
 
 
 class LabelGuard:

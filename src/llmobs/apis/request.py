@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 import json
 import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from .content import input_content
-from .endpoints import Endpoint
-from .jsonio import loads
-from .records import Content
+from llmobs.apis.content import input_content
+from llmobs.apis.table import Endpoint
+from llmobs.jsonio import loads
+from llmobs.records import Content
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from .content import OutputCapture
-from .records import (
+from llmobs.apis.content import OutputCapture
+from llmobs.jsonio import loads
+from llmobs.records import (
     Content,
     Observation,
     Outcome,
@@ -20,8 +21,7 @@ from .records import (
     Usage,
     UsageSource,
 )
-from .jsonio import loads
-from .sse import Event
+from llmobs.sse import Event
 
 # Cheap byte checks, so that the bulk of stream chunks is never JSON-decoded once the
 # first token has been seen: only chunks that can carry usage, a finish reason or an
@@ -183,7 +183,12 @@ class Accumulator:
     # --- finishing -----------------------------------------------------------
 
     def finish(
-        self, outcome: Outcome, status_code: int, end: float, *, proxy_overhead: float = 0.0,
+        self,
+        outcome: Outcome,
+        status_code: int,
+        end: float,
+        *,
+        proxy_overhead: float = 0.0,
         cost: Decimal | None = None,
     ) -> Observation:
         """The frozen record of this request."""
@@ -317,7 +322,12 @@ class ChatAccumulator(Accumulator):
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                if delta.get("content") or delta.get("tool_calls") or delta.get("function_call") or delta.get("refusal"):
+                if (
+                    delta.get("content")
+                    or delta.get("tool_calls")
+                    or delta.get("function_call")
+                    or delta.get("refusal")
+                ):
                     answered = True
                 elif delta.get("reasoning_content") or delta.get("reasoning"):
                     reasoned = True

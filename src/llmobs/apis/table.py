@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .accounting import (
+from llmobs.apis.accounting import (
     Accumulator,
     ChatAccumulator,
     EmbeddingsAccumulator,

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import zlib
 from time import perf_counter
-from typing import Any, Callable
+from typing import Any
 
-from . import headers as hp
-from .accounting import Accumulator, without_null_usage
-from .endpoints import classify
-from .recorder import Recorder
-from .records import Outcome, RequestInfo
-from .request import ParsedBody, parse_body, tenant_of
-from .sse import SSEDecoder
-from .upstream import (
+from llmobs.apis.accounting import Accumulator, without_null_usage
+from llmobs.apis.request import ParsedBody, parse_body, tenant_of
+from llmobs.apis.table import classify
+from llmobs.proxy import headers as hp
+from llmobs.proxy.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, error_body, read_body, respond
+from llmobs.proxy.upstream import (
     Upstream,
     UpstreamBadResponse,
     UpstreamBroken,
@@ -24,31 +21,17 @@ from .upstream import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from llmobs.records import Outcome, RequestInfo
+from llmobs.sse import SSEDecoder
+from llmobs.telemetry.recorder import Recorder
 
 log = logging.getLogger("llmobs")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 
 _REJECTION_PEEK = 64 * 1024  # how much of a 400 we read to see if it is about stream_options
 # Cutting the usage chunk holds back the bytes of an unfinished event. A chat chunk is small;
 # an "event" this large means the stream is not what we think, so we stop cutting and relay.
 _HOLD_LIMIT = 1024 * 1024
-
-
-class ClientGone(Exception):
-    """The client disconnected."""
-
-
-class BodyTooLarge(Exception):
-    """The request body is over the configured limit."""
-
-
-def error_body(message: str, code: str) -> bytes:
-    """An OpenAI-style error body naming the proxy as its source."""
-    error = {"message": f"llmobs proxy: {message}", "type": "llmobs_proxy_error", "param": None, "code": code}
-    return json.dumps({"error": error}).encode()
 
 
 _ZLIB = type(zlib.decompressobj())
@@ -98,7 +81,7 @@ class Proxy:
         start = perf_counter()
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         if not raw_path.startswith(b"/"):
-            await _respond(send, 400, error_body("request target must be a path", "invalid_request_target"))
+            await respond(send, 400, error_body("request target must be a path", "invalid_request_target"))
             return
         endpoint = classify(scope["method"], scope["path"])
         self.in_flight += 1
@@ -133,11 +116,11 @@ class _Exchange:
         headers = self.scope["headers"]
         hmap = hp.header_map(headers)
         try:
-            body = await self._read_body()
+            body = await read_body(self.receive, self.proxy.max_body_bytes)
         except BodyTooLarge:
             limit = self.proxy.max_body_bytes
             message = error_body(f"request body is larger than {limit} bytes", "request_too_large")
-            await _respond(self.send, 413, message, extra=[(b"connection", b"close")])
+            await respond(self.send, 413, message, extra=[(b"connection", b"close")])
             self._record_unsent(hmap, 413, Outcome.REJECTED)
             return
         except ClientGone:
@@ -148,7 +131,7 @@ class _Exchange:
         bad = hp.unsendable(upstream_headers)
         if bad is not None:
             name = bad.decode("latin-1")[:64]  # never the value: it may be a secret
-            await _respond(self.send, 400, error_body(f"header {name!r} has control characters", "invalid_header"))
+            await respond(self.send, 400, error_body(f"header {name!r} has control characters", "invalid_header"))
             self._record_unsent(hmap, 400, Outcome.REJECTED)
             return
         parsed = self._parse(body)
@@ -199,25 +182,14 @@ class _Exchange:
             self.proxy.recorder.failed("accounting")
             return ParsedBody(None, False, {}, body, False)
 
-    async def _read_body(self) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.proxy.max_body_bytes:
-                raise BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
     def _record_unsent(self, hmap: Any, status: int, outcome: Outcome) -> None:
         """Record a request that never went upstream (too large, or the client left)."""
-        info = RequestInfo(endpoint=self.endpoint.name, operation=self.endpoint.operation, model=None,
-                           tenant=tenant_of(hmap, self.proxy.tenant_header))
+        info = RequestInfo(
+            endpoint=self.endpoint.name,
+            operation=self.endpoint.operation,
+            model=None,
+            tenant=tenant_of(hmap, self.proxy.tenant_header),
+        )
         self.acc = self.endpoint.accumulator(info, self.start)
         self.proxy.recorder.start(info, [], self.start)
         self.status, self.outcome = status, outcome
@@ -252,8 +224,9 @@ class _Exchange:
             await self._fail(504, Outcome.UPSTREAM_TIMEOUT, "upstream did not answer in time", "upstream_timeout")
             return
         except (UpstreamBadResponse, UpstreamBroken) as exc:
-            await self._fail(502, Outcome.UPSTREAM_ERROR, str(exc) or "upstream broke off its answer",
-                             "upstream_bad_response")
+            await self._fail(
+                502, Outcome.UPSTREAM_ERROR, str(exc) or "upstream broke off its answer", "upstream_bad_response"
+            )
             return
         try:
             await self._relay(resp)
@@ -284,7 +257,7 @@ class _Exchange:
     async def _fail(self, status: int, outcome: Outcome, message: str, code: str) -> None:
         self.status, self.outcome = status, outcome
         self.response_started = True
-        await _respond(self.send, status, error_body(message, code))
+        await respond(self.send, status, error_body(message, code))
         self.done = True
 
     async def _relay(self, resp: UpstreamResponse) -> None:
@@ -300,8 +273,13 @@ class _Exchange:
         self.status = resp.status
         if resp.status >= 400:
             self.outcome = Outcome.UPSTREAM_ERROR
-        await self.send({"type": "http.response.start", "status": resp.status,
-                         "headers": hp.response_headers(resp.headers, drop=drop)})
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": resp.status,
+                "headers": hp.response_headers(resp.headers, drop=drop),
+            }
+        )
         self.response_started = True
         observer = _Observer(self, acc, encoding, sse)
         try:
@@ -456,9 +434,3 @@ class _Replay:
 
     def release(self) -> None:
         self._resp.release()
-
-
-async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
-    await send({"type": "http.response.body", "body": body})

@@ -29,8 +29,8 @@ from genai_prices.data import providers as BUNDLED_PROVIDERS
 from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
 from genai_prices.types import Usage as GenaiUsage
 
-from llmobs import providers
 from llmobs.records import Usage
+from llmobs.telemetry import providers
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,7 @@ class ModelRates:
 class PriceTable:
     """Prices requests: price-file models by exact name, then genai-prices' bundled data."""
 
-    def __init__(
-        self, overrides: Mapping[str, ModelRates], find: Callable[[str], Match | None] | None
-    ) -> None:
+    def __init__(self, overrides: Mapping[str, ModelRates], find: Callable[[str], Match | None] | None) -> None:
         self._overrides = dict(overrides)
         self._linear: dict[tuple[str, str], LinearRates | None] = {}  # bounded by the lookup cache
         # genai-prices does not remember misses, and a miss scans every model: cache both.
@@ -252,7 +250,7 @@ def read_price_file(path: Path) -> dict[str, ModelRates]:
     except (OSError, UnicodeDecodeError) as exc:
         raise PriceFileError(f"price file {path}: cannot read it: {exc}") from exc
     try:
-        document = yaml.load(text, Loader=_PriceFileLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_PriceFileLoader)
     except yaml.YAMLError as exc:
         raise PriceFileError(f"price file {path}: invalid YAML: {exc}") from exc
     if not isinstance(document, dict) or set(document) != {"models"}:

@@ -63,15 +63,21 @@ import re
 import sys
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from llmobs.proxy.asgi import (
+    ASGIApp,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    openai_error,
+    read_body,
+    wait_disconnect,
+)
 
 __all__ = ["ASGIApp", "SimConfig", "SimulatedReset", "create_app"]
 
@@ -216,9 +222,7 @@ def _make_plan(call: _Call, prompt: int, *, rich: bool) -> _Plan:
         content=content,
         truncated=reasoning + content < full_reasoning + outputs,
         tool=_tool_name(body.get("tools")) if rich else None,
-        reasoning_field=(
-            None if not reasons else "reasoning_content" if "reasoning-content" in model else "reasoning"
-        ),
+        reasoning_field=(None if not reasons else "reasoning_content" if "reasoning-content" in model else "reasoning"),
         report_reasoning="noreasoncount" not in model,
     )
 
@@ -303,12 +307,6 @@ def _accepts_gzip(value: bytes) -> bool:
     return False
 
 
-def _error_body(
-    message: str, type_: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
 async def _send_bytes(
     send: Send, status: int, body: bytes, request_id: str, *, compress: bool, more: bool = False
 ) -> None:
@@ -364,7 +362,7 @@ class _Stream:
         raise SimulatedReset("sim-reset: connection dropped mid-stream")
 
 
-_STREAM_ERROR = _error_body("Simulated upstream failure mid-stream.", "server_error")
+_STREAM_ERROR = openai_error("Simulated upstream failure mid-stream.", "server_error")
 
 
 # ---------------------------------------------------------------------------- chat
@@ -425,27 +423,18 @@ async def _chat(call: _Call, send: Send, fault: str | None) -> None:
     steps = [frame(f'{{"{p.reasoning_field}":"{t}"}}') for t in _tokens(p.reasoning, "think")]
     if p.tool:
         pieces = [
-            frame(f'{{"tool_calls":[{{"index":0,"function":{{"arguments":{_dumps(a)}}}}}]}}')
-            for a in _arg_pieces(p)
+            frame(f'{{"tool_calls":[{{"index":0,"function":{{"arguments":{_dumps(a)}}}}}]}}') for a in _arg_pieces(p)
         ]
         if pieces:
             fn = {"name": p.tool, "arguments": ""}
             openings = (
                 one(
                     i,
-                    _dumps(
-                        {
-                            "tool_calls": [
-                                {"index": 0, "id": _new_id("call_"), "type": "function", "function": fn}
-                            ]
-                        }
-                    ),
+                    _dumps({"tool_calls": [{"index": 0, "id": _new_id("call_"), "type": "function", "function": fn}]}),
                 )
                 for i in range(p.n)
             )
-            pieces[0] = (
-                "".join(openings) + pieces[0]
-            )  # the tool-call header is not a token: it rides with piece 1
+            pieces[0] = "".join(openings) + pieces[0]  # the tool-call header is not a token: it rides with piece 1
         steps.extend(pieces)
     else:
         steps.extend(frame(f'{{"content":"{t}"}}') for t in _tokens(p.content))
@@ -503,9 +492,7 @@ async def _legacy(call: _Call, send: Send, fault: str | None) -> None:
             "created": created,
             "model": call.model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [
-                {"text": text, "index": i, "logprobs": None, "finish_reason": finish} for i in range(p.n)
-            ],
+            "choices": [{"text": text, "index": i, "logprobs": None, "finish_reason": finish} for i in range(p.n)],
         }
         if fault != "sim-no-usage":
             obj["usage"] = _chat_usage(p, details=False)
@@ -639,9 +626,7 @@ def _response_items(p: _Plan) -> _ResponseItems:
     return _ResponseItems(reasoning, main)
 
 
-def _response_object(
-    call: _Call, rid: str, created: int, status: str, output: list[Any], usage: Any
-) -> dict[str, Any]:
+def _response_object(call: _Call, rid: str, created: int, status: str, output: list[Any], usage: Any) -> dict[str, Any]:
     body = call.body
     return {
         "id": rid,
@@ -801,33 +786,6 @@ def _match(path: str) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if the client went away first."""
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 def _error_status(status: int) -> tuple[str, str | None]:
     return _ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
 
@@ -847,7 +805,7 @@ class _SimApp:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _new_id("req_")
@@ -855,23 +813,22 @@ class _SimApp:
         route = ROUTES.get(suffix or "")
         if route is None or route.method != scope["method"]:
             message = f"Invalid URL ({scope['method']} {scope['path']})"
-            await _send_json(send, 404, _error_body(message, "invalid_request_error"), None, request_id)
+            await _send_json(send, 404, openai_error(message, "invalid_request_error"), None, request_id)
             return
         headers = dict(scope["headers"])
         gz = _accepts_gzip(headers.get(b"accept-encoding", b""))
-        raw = await _read_body(receive) if route.method == "POST" else b"{}"
-        if raw is None:
+        try:
+            raw = await read_body(receive) if route.method == "POST" else b"{}"
+        except ClientGone:
             return
         try:
             call = self._parse(suffix or "", raw, headers, gz, request_id)
             await self._dispatch(call, route, receive, send)
         except _BadRequest as exc:
-            body = _error_body(exc.message, "invalid_request_error", exc.param)
+            body = openai_error(exc.message, "invalid_request_error", exc.param)
             await _send_bytes(send, exc.status, _dumps(body).encode(), request_id, compress=gz)
 
-    def _parse(
-        self, endpoint: str, raw: bytes, headers: dict[bytes, bytes], gz: bool, request_id: str
-    ) -> _Call:
+    def _parse(self, endpoint: str, raw: bytes, headers: dict[bytes, bytes], gz: bool, request_id: str) -> _Call:
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -888,13 +845,9 @@ class _SimApp:
         override = headers.get(b"x-sim-output-tokens")
         if override is not None:
             if not override.strip().isdigit():
-                raise _BadRequest(
-                    f"x-sim-output-tokens must be a non-negative integer, got {override.decode()!r}."
-                )
+                raise _BadRequest(f"x-sim-output-tokens must be a non-negative integer, got {override.decode()!r}.")
             output_tokens = int(override)
-        return _Call(
-            endpoint, body, model, body.get("stream") is True, gz, request_id, output_tokens, self.config
-        )
+        return _Call(endpoint, body, model, body.get("stream") is True, gz, request_id, output_tokens, self.config)
 
     async def _dispatch(self, call: _Call, route: _Route, receive: Receive, send: Send) -> None:
         model = call.model
@@ -905,12 +858,10 @@ class _SimApp:
                 await _send_bytes(send, status, b"", call.request_id, compress=False)
                 return
             type_, code = _error_status(status)
-            await _send_json(
-                send, status, _error_body(f"Simulated upstream error {status}.", type_, None, code), call
-            )
+            await _send_json(send, status, openai_error(f"Simulated upstream error {status}.", type_, None, code), call)
             return
         if model == "sim-hang":
-            await _wait_disconnect(receive)
+            await wait_disconnect(receive)
             return
         if model == "sim-reject-stream-options" and "stream_options" in call.body:
             raise _BadRequest("Unrecognized request argument supplied: stream_options", "stream_options")
@@ -921,7 +872,7 @@ class _SimApp:
             )
         fault = model if model in _STREAM_FAULTS else None
         if not call.stream and fault == "sim-stream-error":
-            body = _error_body("Simulated upstream failure.", "server_error")
+            body = openai_error("Simulated upstream failure.", "server_error")
             await _send_json(send, 500, body, call)
         elif not call.stream and fault == "sim-reset":
             partial = _dumps({"id": call.request_id, "object": "partial", "choices": []}).encode()

@@ -1,0 +1,1 @@
+"""Demo and test/benchmark harness: never imported by the runtime."""

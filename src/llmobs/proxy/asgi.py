@@ -1,0 +1,86 @@
+"""ASGI plumbing shared by the proxy and the simulated upstream: types, body reader, lifespan loop."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+
+class ClientGone(Exception):
+    """The client disconnected."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the configured limit."""
+
+
+async def read_body(receive: Receive, limit: int | None = None) -> bytes:
+    """The whole request body; ClientGone if the client leaves, BodyTooLarge past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    """Return once the client has gone away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def lifespan(
+    receive: Receive,
+    send: Send,
+    startup: Callable[[], Awaitable[None]] | None = None,
+    shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run the ASGI lifespan protocol; a failing `startup` is reported, not raised."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                if startup is not None:
+                    await startup()
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if shutdown is not None:
+                await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def openai_error(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """An error object in the OpenAI shape: {"error": {message, type, param, code}}."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_body(message: str, code: str) -> bytes:
+    """An OpenAI-style error body naming the proxy as its source."""
+    return json.dumps(openai_error(f"llmobs proxy: {message}", "llmobs_proxy_error", code=code)).encode()
+
+
+async def respond(send: Send, status: int, body: bytes, extra: Headers | None = None) -> None:
+    """A whole JSON response in two messages."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})

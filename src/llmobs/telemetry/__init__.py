@@ -1,0 +1,1 @@
+"""Recording: pricing, label bounds, and the sinks (Prometheus, OpenTelemetry) behind the recorder."""
