@@ -312,11 +312,7 @@ def proxy_tasks(proxy: Any) -> list[str]:
         return [t.get_coro().__qualname__ for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
     names = asyncio.run_coroutine_threadsafe(running(), loop).result(5)
-    return [
-        n
-        for n in names
-        if n.startswith(("Proxy", "_Exchange", "_Observer", "ClientSession")) or "_watch" in n or "_relay" in n
-    ]
+    return [n for n in names if n.startswith(("Proxy", "Exchange", "ClientSession")) or "_watch" in n or "_relay" in n]
 
 
 def upstream_connections_in_use(proxy: Any) -> int:

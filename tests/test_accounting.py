@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from llmobs.apis.accounting import parse_usage
+from llmobs.apis.openai_common import parse_usage
 from llmobs.apis.table import ENDPOINTS, OTHER, classify
+from llmobs.observe import ResponseObserver
 from llmobs.records import Outcome, RequestInfo, Usage, UsageSource
-from llmobs.sse import SSEDecoder
 
 
 def sse(*payloads: Any, event_names: bool = False) -> bytes:
@@ -69,14 +69,27 @@ def info(endpoint: str = "chat_completions", stream: bool = True, model: str = "
 def run_stream(request: RequestInfo, pieces: list[bytes], *, strip: bool = False) -> tuple[Any, bytes]:
     """Feed pieces at t = 1, 2, 3, ...; return the observation and the relayed bytes."""
     spec = next(e for e in [*ENDPOINTS.values(), OTHER] if e.name == request.endpoint)
-    acc = spec.accumulator(request, 0.0, strip_usage_chunk=strip)
-    decoder = SSEDecoder()
+    acc = spec.observe(request, 0.0)
+
+    def failed() -> None:
+        raise AssertionError("accounting failed")
+
+    observer = ResponseObserver(
+        acc,
+        content_type=b"text/event-stream",
+        content_encoding=b"",
+        cut_usage=strip,
+        body_limit=1 << 20,
+        on_failure=failed,
+    )
     relayed = b""
     for t, piece in enumerate(pieces, start=1):
-        for event in decoder.feed(piece):
-            if acc.on_event(event, float(t)):
-                relayed += event.raw
-    relayed += decoder.pending
+        if observer.cutting:
+            relayed += observer.cut(piece, float(t))
+        else:
+            relayed += piece
+            observer.feed(piece, float(t))
+    relayed += observer.close()
     return acc.finish(Outcome.COMPLETED, 200, float(len(pieces) + 1)), relayed
 
 
@@ -100,7 +113,8 @@ def test_chat_stream_exact_usage_finish_and_timings() -> None:
 def test_injected_usage_chunk_is_removed_and_nothing_else() -> None:
     obs, relayed = run_stream(info(), events_of(CHAT_STREAM), strip=True)
     usage_event = sse({**chunk(), "choices": [], "usage": USAGE})
-    assert relayed == CHAT_STREAM.replace(usage_event, b"")
+    # Both things include_usage added go: the usage chunk, and the null usage of every other chunk.
+    assert relayed == CHAT_STREAM.replace(usage_event, b"").replace(b', "usage": null', b"")
     assert obs.usage.input_tokens == 1200
 
 

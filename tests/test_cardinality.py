@@ -103,7 +103,7 @@ def test_ten_thousand_models_and_tenants_stay_bounded(attacked: tuple[Any, InMem
     assert len(text) < 1.05 * len(after_warm_up)  # the values grew longer, nothing else
 
     # The OTel metrics are bounded the same way, request and response model alike.
-    bound = proxy.app.recorder.otel.max_attribute_values
+    bound = proxy.app.recorder.tracer.max_attribute_values
     for key in ("gen_ai.request.model", "gen_ai.response.model"):
         values = otel_attribute_values(reader, key)
         assert len(values - {OTHER}) <= bound and OTHER in values, key
@@ -115,4 +115,4 @@ def test_ten_thousand_models_and_tenants_stay_bounded(attacked: tuple[Any, InMem
 
 def test_max_label_values_reaches_the_otel_sink(upstream: ServerThread, make_proxy: Callable[..., Any]) -> None:
     proxy = make_proxy(upstream.url + "/v1", max_label_values=7, meter_provider=MeterProvider())
-    assert proxy.app.recorder.otel.max_attribute_values == 7
+    assert proxy.app.recorder.tracer.max_attribute_values == 7

@@ -13,9 +13,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llmobs.apis.accounting import Accumulator
+from llmobs.apis.base import Accumulator
 from llmobs.apis.content import MAX_CHARS, OutputCapture, input_content
-from llmobs.apis.request import parse_body
 from llmobs.apis.table import ENDPOINTS, Endpoint
 from llmobs.records import Content, Observation, Outcome, RequestInfo, Timings
 from llmobs.sse import SSEDecoder
@@ -40,7 +39,7 @@ def text(content: str) -> dict[str, Any]:
 
 
 def test_off_by_default_nothing_is_read() -> None:
-    parsed = parse_body(CHAT, body(model="m", messages=[{"role": "user", "content": "hi"}]), inject_usage=False)
+    parsed = CHAT.parse(body(model="m", messages=[{"role": "user", "content": "hi"}]), inject_usage=False)
     assert parsed.input_content is None
 
 
@@ -65,7 +64,7 @@ def test_chat_messages_in_semconv_shape() -> None:
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
     ]
-    parsed = parse_body(CHAT, body(model="m", messages=messages), inject_usage=False, capture_content=True)
+    parsed = CHAT.parse(body(model="m", messages=messages), inject_usage=False, capture_content=True)
     assert parsed.input_content == Content(
         messages=(
             {"role": "system", "parts": [text("be brief")]},
@@ -88,14 +87,14 @@ def test_chat_messages_in_semconv_shape() -> None:
 
 
 def test_legacy_prompt_strings_but_not_token_ids() -> None:
-    parsed = parse_body(LEGACY, body(model="m", prompt=["one", "two"]), inject_usage=False, capture_content=True)
+    parsed = LEGACY.parse(body(model="m", prompt=["one", "two"]), inject_usage=False, capture_content=True)
     assert parsed.input_content == Content(
         messages=(
             {"role": "user", "parts": [text("one")]},
             {"role": "user", "parts": [text("two")]},
         )
     )
-    tokens = parse_body(LEGACY, body(model="m", prompt=[1, 2, 3]), inject_usage=False, capture_content=True)
+    tokens = LEGACY.parse(body(model="m", prompt=[1, 2, 3]), inject_usage=False, capture_content=True)
     assert tokens.input_content == Content()
 
 
@@ -106,8 +105,8 @@ def test_responses_instructions_are_system_instructions() -> None:
         {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
         {"type": "reasoning", "summary": []},  # not a message
     ]
-    parsed = parse_body(
-        RESPONSES, body(model="m", instructions="be kind", input=items), inject_usage=False, capture_content=True
+    parsed = RESPONSES.parse(
+        body(model="m", instructions="be kind", input=items), inject_usage=False, capture_content=True
     )
     assert parsed.input_content == Content(
         messages=(
@@ -117,16 +116,13 @@ def test_responses_instructions_are_system_instructions() -> None:
         ),
         system=(text("be kind"),),
     )
-    plain = parse_body(RESPONSES, body(model="m", input="hello"), inject_usage=False, capture_content=True)
+    plain = RESPONSES.parse(body(model="m", input="hello"), inject_usage=False, capture_content=True)
     assert plain.input_content == Content(messages=({"role": "user", "parts": [text("hello")]},))
 
 
 def test_embeddings_and_unreadable_bodies_capture_nothing() -> None:
-    assert (
-        parse_body(EMBEDDINGS, body(model="m", input="x"), inject_usage=False, capture_content=True).input_content
-        is None
-    )
-    assert parse_body(CHAT, b"not json", inject_usage=False, capture_content=True).input_content is None
+    assert EMBEDDINGS.parse(body(model="m", input="x"), inject_usage=False, capture_content=True).input_content is None
+    assert CHAT.parse(b"not json", inject_usage=False, capture_content=True).input_content is None
 
 
 @pytest.mark.parametrize(
@@ -138,7 +134,7 @@ def test_embeddings_and_unreadable_bodies_capture_nothing() -> None:
     ],
 )
 def test_wrong_types_never_raise(messages: Any) -> None:
-    parsed = parse_body(CHAT, body(model="m", messages=messages), inject_usage=False, capture_content=True)
+    parsed = CHAT.parse(body(model="m", messages=messages), inject_usage=False, capture_content=True)
     assert parsed.input_content is not None
 
 
@@ -353,7 +349,6 @@ class Sink:
             provider_name="openai",
             server_address="h",
             server_port=1,
-            strict=True,
             redactor=redactor,
         )
 

@@ -92,7 +92,7 @@ def test_without_an_endpoint_nothing_is_built(monkeypatch: pytest.MonkeyPatch, u
     ):
         monkeypatch.delenv(key, raising=False)
     app = create_app(Settings(upstream_url=upstream.url + "/v1"), registry=CollectorRegistry())
-    assert app.tracer_provider is None and app.meter_provider is None and app.recorder.otel is None
+    assert app.tracer_provider is None and app.meter_provider is None and app.recorder.tracer is None
     traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
     with serve(app) as proxy:
         response = httpx.post(

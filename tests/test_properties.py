@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmobs.apis.accounting import ChatAccumulator
-from llmobs.proxy.exchange import _Observer
+from llmobs.apis.openai_chat import ChatAccumulator
+from llmobs.observe import ResponseObserver
 from llmobs.records import Observation, Outcome, RequestInfo, UsageSource
 from llmobs.sse import SSEDecoder
 
@@ -121,25 +121,22 @@ def test_any_chunking_of_a_chat_stream_gives_the_same_observation(stream: dict[s
         assert whole.estimated_output_tokens is None  # estimates never mixed with reported counts
 
 
-class _Recorder:
-    def failed(self, component: str) -> None:
-        raise AssertionError(f"telemetry failure in {component}")
-
-
-class _Proxy:
-    max_body_bytes = 1 << 20
-    recorder = _Recorder()
-
-
-class _Exchange:
-    proxy = _Proxy()
-
-
 def relay(pieces: list[bytes]) -> tuple[bytes, ChatAccumulator]:
     """What the client receives when the proxy cuts the usage chunk it asked for."""
-    acc = ChatAccumulator(info(injected=True), 0.0, strip_usage_chunk=True)
-    observer = _Observer(_Exchange(), acc, b"", True)  # type: ignore[arg-type]
-    out = b"".join(observer.filtered(piece, 1.0) for piece in pieces)
+    acc = ChatAccumulator(info(injected=True), 0.0)
+
+    def failed() -> None:
+        raise AssertionError("accounting failed")
+
+    observer = ResponseObserver(
+        acc,
+        content_type=b"text/event-stream",
+        content_encoding=b"",
+        cut_usage=True,
+        body_limit=1 << 20,
+        on_failure=failed,
+    )
+    out = b"".join(observer.cut(piece, 1.0) for piece in pieces)
     return out + observer.close(), acc
 
 

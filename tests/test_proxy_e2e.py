@@ -291,14 +291,17 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 
 def test_bodies_of_paths_we_do_not_account_are_relayed_not_buffered() -> None:
-    from llmobs.apis.accounting import OtherAccumulator
-    from llmobs.proxy.exchange import _Observer
-
-    class Exchange:  # the two attributes _Observer reads
-        class proxy:
-            max_body_bytes = 1024
+    from llmobs.apis.base import OtherAccumulator
+    from llmobs.observe import ResponseObserver
 
     info = RequestInfo(endpoint="other", operation=None, model=None)
-    observer = _Observer(Exchange(), OtherAccumulator(info, 0.0), b"", sse=False)  # type: ignore[arg-type]
+    observer = ResponseObserver(
+        OtherAccumulator(info, 0.0),
+        content_type=b"application/octet-stream",
+        content_encoding=b"",
+        cut_usage=False,
+        body_limit=1024,
+        on_failure=lambda: None,
+    )
     observer.feed(b"x" * 100, 1.0)
     assert observer.body is None

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from llmobs.apis.request import fingerprint, parse_body, tenant_of
 from llmobs.apis.table import ENDPOINTS, OTHER
+from llmobs.attribution import fingerprint, tenant_of
 
 CHAT = ENDPOINTS["chat/completions"]
 
 
 def injected(body: bytes) -> bytes:
-    parsed = parse_body(CHAT, body, inject_usage=True)
+    parsed = CHAT.parse(body, inject_usage=True)
     assert parsed.usage_injected
     return parsed.body
 
@@ -50,15 +50,15 @@ def test_existing_stream_options_keep_their_other_fields() -> None:
     ],
 )
 def test_bodies_left_alone(body: bytes) -> None:
-    parsed = parse_body(CHAT, body, inject_usage=True)
+    parsed = CHAT.parse(body, inject_usage=True)
     assert parsed.body == body and not parsed.usage_injected
 
 
 def test_injection_off_and_endpoints_without_the_option() -> None:
     body = b'{"model":"m","stream":true}'
-    assert parse_body(CHAT, body, inject_usage=False).body == body
-    assert parse_body(ENDPOINTS["responses"], body, inject_usage=True).body == body
-    assert parse_body(OTHER, body, inject_usage=True).model is None
+    assert CHAT.parse(body, inject_usage=False).body == body
+    assert ENDPOINTS["responses"].parse(body, inject_usage=True).body == body
+    assert OTHER.parse(body, inject_usage=True).model is None
 
 
 def test_model_stream_and_parameters() -> None:
@@ -76,7 +76,7 @@ def test_model_stream_and_parameters() -> None:
             "service_tier": "flex",
         }
     ).encode()
-    parsed = parse_body(CHAT, body, inject_usage=False)
+    parsed = CHAT.parse(body, inject_usage=False)
     assert (parsed.model, parsed.stream) == ("gpt-4o", True)
     assert parsed.params == {
         "gen_ai.request.temperature": 0.2,
@@ -87,7 +87,7 @@ def test_model_stream_and_parameters() -> None:
         "gen_ai.request.stop_sequences": ["END"],
         "openai.request.service_tier": "flex",
     }  # a boolean is not a penalty
-    assert parse_body(CHAT, b'{"model": 5}', inject_usage=False).model is None
+    assert CHAT.parse(b'{"model": 5}', inject_usage=False).model is None
 
 
 def test_tenant_from_header_then_key_fingerprint_then_empty() -> None:

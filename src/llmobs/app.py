@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from llmobs.apis.table import classify
 from llmobs.config import Settings, multiprocess_dir
-from llmobs.proxy.asgi import Receive, Scope, Send, lifespan
+from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
 from llmobs.proxy.exchange import Proxy
 from llmobs.proxy.upstream import Timeouts, Upstream
 from llmobs.telemetry.recorder import Recorder
@@ -69,7 +70,7 @@ def scrape_registry(registry: CollectorRegistry, multiproc_dir: str | None) -> C
 
     def collect_all() -> CollectorRegistry:
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=multiproc_dir)
+        MultiProcessCollector(merged, path=multiproc_dir)  # type: ignore[no-untyped-call]
         return merged
 
     return collect_all
@@ -91,10 +92,10 @@ class LLMObs:
         self.settings = settings
         self.strict = strict
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.prometheus = PrometheusSink(self.registry)
+        self.prometheus = PrometheusSink(self.registry, max_label_values=settings.max_label_values)
         self.tracer_provider, self.meter_provider = tracer_provider, meter_provider
         if otel_from_env and tracer_provider is None and meter_provider is None:
-            from llmobs.telemetry.sinks.otel import providers_from_env
+            from llmobs.telemetry.otel_setup import providers_from_env
 
             self.tracer_provider, self.meter_provider = providers_from_env(
                 on_span_dropped=lambda: self.prometheus.telemetry_error("otel_span_dropped"),
@@ -105,17 +106,19 @@ class LLMObs:
             timeouts=Timeouts(settings.connect_timeout, settings.read_timeout, settings.total_timeout),
             max_connections=settings.max_connections,
         )
+        otel = self._otel_sink()
         self.recorder = Recorder(
             self.prometheus,
             _load_prices(settings),
-            otel=self._otel_sink(),
-            max_label_values=settings.max_label_values,
+            tracer=otel,
+            sinks=(otel,) if otel is not None else (),
             strict=strict,
         )
         key = settings.upstream_api_key
         self.proxy = Proxy(
             self.upstream,
             self.recorder,
+            classify,
             tenant_header=settings.tenant_header,
             upstream_authorization=f"Bearer {key.get_secret_value()}" if key else None,
             inject_stream_usage=settings.inject_stream_usage,
@@ -124,7 +127,7 @@ class LLMObs:
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.scrape = scrape_registry(self.registry, multiprocess_dir())
-        self.admin = admin_app(self.scrape, lambda: self.ready, token=token)
+        self.admin = default_headers(admin_app(self.scrape, lambda: self.ready, token=token))
         # With an admin port, /metrics etc. are served there, and this app proxies every path.
         self.admin_paths = ADMIN_PATHS if settings.admin_port is None else frozenset()
         self.ready = False
@@ -142,7 +145,6 @@ class LLMObs:
             provider_name=provider_name(self.settings.upstream_url, self.settings.provider),
             server_address=self.upstream.host,
             server_port=self.upstream.port,
-            strict=self.strict,
             redactor=Redactor(enabled=self.settings.redact_content, extra_patterns=self.settings.redact_patterns),
             max_attribute_values=self.settings.max_label_values,
         )

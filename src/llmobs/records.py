@@ -101,6 +101,18 @@ class Content:
 
 
 @dataclass(frozen=True, slots=True)
+class ParsedBody:
+    """What an API adapter read from a request body, and the body to send upstream."""
+
+    model: str | None
+    stream: bool
+    params: dict[str, Any]
+    body: bytes  # what goes upstream
+    usage_injected: bool
+    input_content: Content | None = None  # the prompt, only when capture was asked for
+
+
+@dataclass(frozen=True, slots=True)
 class RequestInfo:
     """What the proxy read from the client's request: the fields we account for, nothing else."""
 
@@ -131,7 +143,8 @@ class Observation:
     response_id: str | None = None
     error_type: str | None = None  # low-cardinality error class, for error.type
     proxy_overhead: float = 0.0  # seconds spent in the proxy itself
-    cost: Decimal | None = None  # USD; None when the request could not be priced
+    cost: Decimal | None = None  # USD, set by the recorder; None when the request could not be priced
+    trace_id: str | None = None  # the request's span, set by the recorder when tracing
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. service tier, fingerprint
     output_content: Content | None = None  # completions, only when capture_content is on
 

@@ -19,15 +19,16 @@ import uvloop
 from llmobs.config import MULTIPROC_ENV, WORKER_SETTINGS_ENV, Settings, worker_settings_json
 
 
-def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the proxy (all but where to listen): the one place they are set."""
     return {
-        "host": settings.host,
-        "port": settings.port,
         "loop": "uvloop",
         "http": "httptools",
-        "log_level": settings.log_level,
         "access_log": False,  # paths and queries can carry secrets
         "proxy_headers": False,  # the client address is never used: skip uvicorn's middleware
+        # The upstream's Date and Server are relayed; the proxy adds its own only where they lack.
+        "server_header": False,
+        "date_header": False,
         "lifespan": "on",
         # SIGTERM: stop accepting, let in-flight requests and streams finish, then cancel them.
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
@@ -47,7 +48,11 @@ def run(settings: Settings) -> None:
     from llmobs.app import create_app
 
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings)))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level=settings.log_level, **server_options(settings)
+        )
+    )
     # Not ready once a drain has begun, though the admin port still answers.
     admin = _start_admin(settings, app.scrape, lambda: app.ready and not server.should_exit)
     try:
@@ -78,7 +83,15 @@ def _run_workers(settings: Settings) -> None:
                 scrape_registry(CollectorRegistry(), directory),
                 lambda: _accepts(settings.host, settings.port),
             )
-        uvicorn.run("llmobs.app:create_app", factory=True, workers=settings.workers, **_uvicorn_options(settings))
+        uvicorn.run(
+            "llmobs.app:create_app",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            **server_options(settings),
+        )
     finally:
         if admin is not None:
             admin.stop()
@@ -118,12 +131,18 @@ class ServerThread:
     """A uvicorn server (uvloop, httptools) on its own event loop thread."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
+        from llmobs.app import LLMObs
+
         self.sock = bound_socket(host, port)
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
+        if isinstance(app, LLMObs):  # the proxy runs as `llmobs serve` runs it
+            config = {**server_options(app.settings), **config}
         config.setdefault("log_level", "warning")
         config.setdefault("lifespan", "on")
-        cfg = uvicorn.Config(app, loop="uvloop", http="httptools", **config)
+        config.setdefault("loop", "uvloop")
+        config.setdefault("http", "httptools")
+        cfg = uvicorn.Config(app, **config)
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"uvicorn-{self.port}")
 

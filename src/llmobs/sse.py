@@ -9,10 +9,23 @@ dropped whole, as an empty event with no raw bytes.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
+
+
+def _line_ends(buf: bytes | bytearray, start: int) -> Iterator[tuple[int, int]]:
+    """(where the line end starts, where it ends) for each line end in buf[start:]."""
+    if buf.find(b"\r", start) < 0:  # the usual stream: LF only, found at memchr speed
+        at = buf.find(b"\n", start)
+        while at >= 0:
+            yield at, at + 1
+            at = buf.find(b"\n", at + 1)
+        return
+    for match in _LINE_END.finditer(buf, start):
+        yield match.start(), match.end()
 
 
 class Event(NamedTuple):
@@ -46,7 +59,7 @@ class SSEDecoder:
     )
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
-        self._buf = b""  # bytes not yet split into lines
+        self._buf = bytearray()  # bytes not yet split into lines
         self._raw = bytearray()  # raw bytes of the event being built (complete lines only)
         self._data: list[bytes] = []
         self._event = ""
@@ -92,23 +105,33 @@ class SSEDecoder:
             self._cr_ended_event = False
             if not chunk:
                 return events
-        buf = self._buf + chunk if self._buf else chunk
+        # Linear in the bytes fed: a long unfinished line is appended to, never copied whole
+        # again, and only the new bytes are searched for line ends (a CR ending the old bytes
+        # was already taken as a line end, see _skip_lf).
+        buf: bytes | bytearray
+        if self._buf:
+            scan_from = len(self._buf)
+            self._buf += chunk
+            buf = self._buf
+        else:
+            scan_from = 0
+            buf = chunk
         if not self._started:
             if len(buf) < 3 and _BOM.startswith(buf):
-                self._buf = buf
+                self._buf = bytearray(buf)
                 return events
             self._started = True
+            scan_from = 0
             if buf.startswith(_BOM):
                 self._raw += _BOM
                 buf = buf[3:]
         pos = 0
         taken = self._taken
         blank = False
-        for match in _LINE_END.finditer(buf):
-            end = match.end()
-            if match.group() == b"\r" and end == len(buf):
+        for start, end in _line_ends(buf, scan_from):
+            if end == len(buf) and buf[end - 1] == 0x0D:
                 self._skip_lf = True  # a CRLF may be split across chunks
-            line = buf[pos : match.start()]
+            line = bytes(buf[pos:start])
             if taken <= pos:
                 self._raw += buf[pos:end]
             elif taken < end:
@@ -122,7 +145,10 @@ class SSEDecoder:
             else:
                 events.append(self._dispatch())
         self._cr_ended_event = self._skip_lf and blank
-        self._buf = buf[pos:]
+        if buf is self._buf:
+            del self._buf[:pos]
+        else:
+            self._buf = bytearray(buf[pos:])
         self._taken = max(0, taken - pos)
         if self.max_event_bytes is not None and len(self._raw) + len(self._buf) > self.max_event_bytes:
             self._overflow()
@@ -153,13 +179,13 @@ class SSEDecoder:
         self._raw.clear()
         self._data.clear()
         if len(self._buf) > (self.max_event_bytes or 0):
-            self._buf = b""
+            self._buf = bytearray()
             self._taken = 0
             self._skip_line = True
 
     def flush(self) -> list[Event]:
         """End of stream: an unterminated event is discarded, as the specification says."""
-        self._buf = b""
+        self._buf = bytearray()
         self._raw.clear()
         self._data.clear()
         self._event = ""
@@ -170,7 +196,7 @@ class SSEDecoder:
     @property
     def pending(self) -> bytes:
         """Raw bytes received but not yet part of a dispatched event (nor taken)."""
-        return bytes(self._raw) + (self._buf[self._taken :] if self._taken else self._buf)
+        return bytes(self._raw) + bytes(self._buf[self._taken :] if self._taken else self._buf)
 
     @property
     def pending_size(self) -> int:

@@ -1,24 +1,41 @@
-"""One table: which paths we understand, and how to account for them."""
+"""One table: which paths we understand, and the adapter that accounts for each."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmobs.apis.accounting import (
-    Accumulator,
-    ChatAccumulator,
-    EmbeddingsAccumulator,
-    OtherAccumulator,
-    ResponsesAccumulator,
-)
+from llmobs.apis.base import Accumulator, OtherAccumulator
+from llmobs.apis.openai_chat import ChatAccumulator
+from llmobs.apis.openai_embeddings import EmbeddingsAccumulator
+from llmobs.apis.openai_responses import ResponsesAccumulator
+from llmobs.apis.request import parse_body
+from llmobs.records import ParsedBody, RequestInfo
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """One API's adapter: its labels, how to read a request, how to account a response."""
+
     name: str  # the `endpoint` label
     operation: str | None  # gen_ai.operation.name
     accumulator: type[Accumulator]
     stream_usage_option: bool = False  # accepts stream_options.include_usage
+
+    def parse(self, body: bytes, *, inject_usage: bool = False, capture_content: bool = False) -> ParsedBody:
+        """The fields we account for; the body to send (include_usage added when asked)."""
+        if self.operation is None:
+            return ParsedBody(None, False, {}, body, False)
+        return parse_body(
+            self.name,
+            body,
+            stream_usage_option=self.stream_usage_option,
+            inject_usage=inject_usage,
+            capture_content=capture_content,
+        )
+
+    def observe(self, info: RequestInfo, start: float) -> Accumulator:
+        """A fresh accumulator for one response."""
+        return self.accumulator(info, start)
 
 
 ENDPOINTS: dict[str, Endpoint] = {

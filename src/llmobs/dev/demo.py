@@ -222,10 +222,9 @@ def print_summary(s: Samples, console: Console) -> None:
         value = histogram_quantile(quantile, buckets.get(key, []))
         return "-" if value is None else f"{value:.3f}"
 
-    for model in sorted(durations):
-        table.add_row(
-            model[0], q(durations, model, 0.5), q(durations, model, 0.95), q(ttfts, model, 0.5), q(ttfts, model, 0.95)
-        )
+    for key in sorted(durations):
+        model = key[0]
+        table.add_row(model, q(durations, key, 0.5), q(durations, key, 0.95), q(ttfts, key, 0.5), q(ttfts, key, 0.95))
     console.print(table)
 
     reasons = s.sum_by("llmobs_finish_reasons_total", "reason")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from llmobs.proxy.headers import with_defaults
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 
 class ClientGone(Exception):
@@ -58,7 +60,7 @@ async def lifespan(
             try:
                 if startup is not None:
                     await startup()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the server reports it and exits
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
             await send({"type": "lifespan.startup.complete"})
@@ -79,8 +81,27 @@ def error_body(message: str, code: str) -> bytes:
     return json.dumps(openai_error(f"llmobs proxy: {message}", "llmobs_proxy_error", code=code)).encode()
 
 
-async def respond(send: Send, status: int, body: bytes, extra: Headers | None = None) -> None:
-    """A whole JSON response in two messages."""
+async def respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole JSON response of the proxy's own, in two messages."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    headers = with_defaults(headers + (extra or []), int(time.time()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def default_headers(app: ASGIApp) -> ASGIApp:
+    """`app` with a `date` and a `server` header on every response that lacks one.
+
+    The proxy's server does not add its own (the upstream's are relayed instead), so
+    routes the proxy answers itself, such as the admin ones, get theirs here.
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = with_defaults([(k.lower(), v) for k, v in message["headers"]], int(time.time()))
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return wrapped

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from email.utils import formatdate
+from functools import lru_cache
 
 # RFC 9110 section 7.6.1 hop-by-hop headers, plus the pre-standard ones still seen.
 HOP_BY_HOP = frozenset(
@@ -66,7 +68,7 @@ def request_headers(
 
 
 def response_headers(headers: Iterable[tuple[bytes, bytes]], *, drop: frozenset[bytes] = frozenset()) -> Headers:
-    """Upstream headers for the client, as sent, less hop-by-hop ones and `drop`."""
+    """Upstream headers for the client, as sent (names lower-cased), less hop-by-hop ones and `drop`."""
     headers = list(headers)
     named = _connection_tokens(headers)
     return [
@@ -74,6 +76,34 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]], *, drop: frozenset[
         for name, value in headers
         if (lower := name.lower()) not in HOP_BY_HOP and lower not in named and lower not in drop
     ]
+
+
+SERVER = b"llmobs"
+
+
+def with_defaults(headers: Headers, now: int) -> Headers:
+    """`headers` (lower-case names) plus `date` (for `now`, epoch seconds) and `server` where missing.
+
+    `Date` is a singleton field (RFC 9110 section 6.6.1): a proxy relays the upstream's and
+    adds one only when there is none; `Server` likewise.
+    """
+    has_date = has_server = False
+    for name, _ in headers:
+        if name == b"date":
+            has_date = True
+        elif name == b"server":
+            has_server = True
+    if not has_date:
+        headers.append((b"date", http_date(now)))
+    if not has_server:
+        headers.append((b"server", SERVER))
+    return headers
+
+
+@lru_cache(maxsize=2)
+def http_date(epoch_seconds: int) -> bytes:
+    """An IMF-fixdate for a Date header (RFC 9110 section 5.6.7), computed once a second."""
+    return formatdate(epoch_seconds, usegmt=True).encode("ascii")
 
 
 def unsendable(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:

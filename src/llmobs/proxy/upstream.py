@@ -40,15 +40,31 @@ class Timeouts:
 class UpstreamResponse:
     """Status, raw headers and a chunk iterator over the undecoded body."""
 
-    __slots__ = ("_resp", "status", "headers")
+    __slots__ = ("_resp", "_head", "status", "headers")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
+        self._head = b""  # bytes read by peek(), handed out first by chunks()
         self.status: int = resp.status
         self.headers: tuple[tuple[bytes, bytes], ...] = resp.raw_headers
 
+    async def peek(self, size: int) -> bytes:
+        """Read up to about `size` bytes of the body without consuming them for chunks()."""
+        async for chunk in self._read():
+            self._head += chunk
+            if len(self._head) >= size:
+                break
+        return self._head
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive, still content-encoded."""
+        if self._head:
+            head, self._head = self._head, b""
+            yield head
+        async for chunk in self._read():
+            yield chunk
+
+    async def _read(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk

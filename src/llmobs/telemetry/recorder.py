@@ -1,27 +1,42 @@
-"""Price an observation and hand it to every sink; telemetry never breaks traffic."""
+"""The end of the pipeline: price, then record in every sink; telemetry never breaks traffic."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
-from llmobs.records import Observation, RequestInfo, Usage
-from llmobs.telemetry.labels import LabelGuard
+from llmobs.records import Observation, RequestInfo, Usage, UsageSource
+from llmobs.telemetry.sinks import Sink
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
 
 log = logging.getLogger("llmobs")
+
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class Pricer(Protocol):
     def price(self, model: str | None, usage: Usage) -> Decimal | None: ...
 
 
-class Recorder:
-    """The end of the pipeline: price, bound labels, record in each sink.
+class Tracer(Protocol):
+    """The sink that starts a span per request and propagates its context upstream."""
 
-    A failure in pricing or in a sink is logged and counted in
-    llmobs_telemetry_errors_total; with `strict` (tests) it is raised instead.
+    def start(self, info: RequestInfo, incoming: Mapping[str, str], start: float) -> object | None: ...
+
+    def inject(self, handle: object | None, headers: dict[str, str]) -> None: ...
+
+    def trace_id(self, handle: object | None) -> str | None: ...
+
+
+class Recorder:
+    """Prices observations and hands them to each sink.
+
+    This is the one place that catches telemetry failures: pricing, accounting (reported
+    by the proxy through `failed`) and every sink's. Each is logged and counted in
+    llmobs_telemetry_errors_total{component}; with `strict` (tests) it is raised instead.
     """
 
     def __init__(
@@ -29,76 +44,77 @@ class Recorder:
         prometheus: PrometheusSink,
         prices: Pricer | None,
         *,
-        otel: Any = None,
-        max_label_values: int = 200,
+        tracer: Tracer | None = None,
+        sinks: tuple[Sink, ...] = (),
         strict: bool = False,
     ) -> None:
         self.prometheus = prometheus
         self.prices = prices
-        self.otel = otel
-        self.models = LabelGuard(max_label_values)
-        self.tenants = LabelGuard(max_label_values)
+        self.tracer = tracer
+        self.sinks: tuple[Sink, ...] = (prometheus, *sinks)
         self.strict = strict
 
-    def start(self, info: RequestInfo, headers: list[tuple[bytes, bytes]], start: float) -> Any:
+    def start(self, info: RequestInfo, headers: list[tuple[bytes, bytes]], start: float) -> object | None:
         """Note a request as in flight; start its span. Returns the span handle or None."""
         self.prometheus.started(info.endpoint)
-        if self.otel is None or info.operation is None:
+        if self.tracer is None or info.operation is None:
             return None
         try:
-            incoming = {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")
-            }
-            return self.otel.start(info, incoming, start)
-        except Exception:
+            incoming = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _TRACE_HEADERS}
+            return self.tracer.start(info, incoming, start)
+        except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
             self.failed("otel")
             return None
 
-    def inject(self, handle: Any, headers: dict[str, str]) -> None:
-        if handle is not None:
+    def inject(self, handle: object | None, headers: dict[str, str]) -> None:
+        """Write the request span's trace context into the upstream request headers."""
+        if handle is not None and self.tracer is not None:
             try:
-                self.otel.inject(handle, headers)
-            except Exception:
+                self.tracer.inject(handle, headers)
+            except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
                 self.failed("otel")
 
-    def finish(self, obs: Observation, handle: Any) -> Observation:
-        """Record a finished (and priced) request everywhere."""
-        self.prometheus.ended(obs.request.endpoint)
-        model = self.models(obs.request.model)
-        tenant = self.tenants(obs.request.tenant)
-        trace_id = None
-        if self.otel is not None and obs.request.operation is not None:
+    def finish(self, obs: Observation, handle: object | None = None) -> Observation:
+        """Price a finished request and record it everywhere; returns what was recorded."""
+        reported = obs.usage if obs.usage_source is UsageSource.REPORTED else None
+        cost = self.price(obs.request.model, obs.response_model, reported)
+        trace_id = self.tracer.trace_id(handle) if self.tracer is not None and handle is not None else None
+        if cost is not None or trace_id is not None:
+            obs = dataclasses.replace(obs, cost=cost, trace_id=trace_id)
+        for sink in self.sinks:
             try:
-                self.otel.record(obs, handle)
-                if handle is not None:
-                    trace_id = format(handle.span.get_span_context().trace_id, "032x")
-            except Exception:
-                self.failed("otel")
-        try:
-            self.prometheus.record(obs, model=model, tenant=tenant, trace_id=trace_id)
-        except Exception:
-            self.failed("prometheus")
+                sink.record(obs, handle)
+            except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
+                self.failed(sink.component)
         return obs
 
+    def abandon(self, info: RequestInfo) -> None:
+        """A request whose observation could not be made is no longer in flight."""
+        self.prometheus.ended(info.endpoint)
+
     def price(self, model: str | None, served: str | None, usage: Usage | None) -> Decimal | None:
-        """USD for reported usage: by the requested model, else the served one; None if unpriced."""
+        """USD for reported usage: by the served model, else the requested one; None if unpriced.
+
+        The model that answered is the one billed: a request for one model served by another
+        (an alias, a gateway's fallback) costs what the served model costs.
+        """
         if self.prices is None or usage is None:
             return None
         try:
-            cost = self.prices.price(model, usage)
-            if cost is None and served and served != model:
-                cost = self.prices.price(served, usage)
-        except Exception:
+            cost = self.prices.price(served, usage) if served else None
+            if cost is None and model and model != served:
+                cost = self.prices.price(model, usage)
+        except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
             self.failed("pricing")
             return None
         return cost
 
     def failed(self, component: str) -> None:
-        """Log and count a telemetry failure; re-raise it under tests."""
+        """Log and count a telemetry failure; re-raise it under tests. Call it from `except`."""
         if self.strict:
-            raise
-        log.warning("telemetry failure in %s", component, exc_info=True)
+            raise  # always called from an except block
+        log.warning("telemetry failure in %s", component, exc_info=True)  # noqa: LOG014 - called from except
         try:
             self.prometheus.telemetry_error(component)
-        except Exception:  # pragma: no cover - the counter itself failed; nothing left to do
-            pass
+        except Exception:
+            log.debug("cannot count a telemetry failure", exc_info=True)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,14 +13,6 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 from opentelemetry.semconv._incubating.attributes import (
     openai_attributes as openai_attrs,
@@ -46,7 +37,6 @@ from llmobs import __version__
 from llmobs.records import Content, Observation, Outcome, RequestInfo
 from llmobs.telemetry.labels import LabelGuard
 from llmobs.telemetry.redaction import Redactor
-from llmobs.telemetry.sinks.span_queue import BoundedBatchSpanProcessor
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +83,8 @@ class SpanHandle:
 class OTelSink:
     """Records each observation as a GenAI CLIENT span and GenAI client metrics."""
 
+    component = "otel"
+
     def __init__(
         self,
         tracer_provider: TracerProvider | None,
@@ -102,7 +94,6 @@ class OTelSink:
         server_address: str,
         server_port: int,
         propagator: TextMapPropagator | None = None,
-        strict: bool = False,
         redactor: Redactor | None = None,
         max_attribute_values: int = 200,
     ) -> None:
@@ -112,8 +103,6 @@ class OTelSink:
         """
         self._tracer = tracer_provider.get_tracer("llmobs", __version__) if tracer_provider else None
         self._propagator = propagator
-        self._strict = strict  # re-raise recording errors (tests) instead of logging them
-        self.errors = 0  # recording failures swallowed so far
         self._static = {
             genai.GEN_AI_PROVIDER_NAME: provider_name,
             SERVER_ADDRESS: server_address,
@@ -159,27 +148,23 @@ class OTelSink:
             del headers[key]
         headers.update(fresh)
 
-    def record(self, obs: Observation, handle: SpanHandle | None) -> None:
-        """Finish the span of `obs` (if any) and record its metrics; never raises unless strict."""
-        # Span and metrics fail independently, and telemetry never breaks the traffic.
-        if handle is not None:
-            try:
-                self._finish_span(obs, handle)
-            except Exception:
-                self._failed("span")
-                if self._strict:
-                    raise
-        if self._metrics is not None and obs.request.operation is not None:
-            try:
-                self._record_metrics(obs, self._metrics)
-            except Exception:
-                self._failed("metrics")
-                if self._strict:
-                    raise
+    def trace_id(self, handle: object | None) -> str | None:
+        """The trace id of a request's span, as exemplars carry it."""
+        if not isinstance(handle, SpanHandle):
+            return None
+        return format(handle.span.get_span_context().trace_id, "032x")
 
-    def _failed(self, what: str) -> None:
-        self.errors += 1
-        log.debug("otel sink failed to record %s", what, exc_info=True)  # noqa: LOG014 - called in handlers
+    def record(self, obs: Observation, span: object = None) -> None:
+        """Finish the span of `obs` (if any) and record its metrics; raises when either fails.
+
+        Span and metrics are recorded independently: a failure in one leaves the other done.
+        """
+        try:
+            if isinstance(span, SpanHandle):
+                self._finish_span(obs, span)
+        finally:
+            if self._metrics is not None and obs.request.operation is not None:
+                self._record_metrics(obs, self._metrics)
 
     def _textmap(self) -> TextMapPropagator:
         return self._propagator or get_global_textmap()
@@ -373,132 +358,3 @@ def _response_attributes(obs: Observation) -> dict[str, Any]:
         if value:
             attrs[key] = value
     return attrs
-
-
-# -- export: providers from the standard OTEL_* environment ----------------------------------
-
-
-def providers_from_env(
-    on_span_dropped: Callable[[], None] | None = None,
-    *,
-    on_export_failed: Callable[[int], None] | None = None,
-) -> tuple[SdkTracerProvider | None, SdkMeterProvider | None]:
-    """Build OTLP-exporting tracer and meter providers from the standard OTEL_* env, or (None, None).
-
-    Export is on only when an OTLP endpoint is configured and OTEL_SDK_DISABLED is not true,
-    so that by default nothing is exported and nothing slows down. `on_span_dropped` is called
-    once per span dropped because the export queue was full (on the recording thread);
-    `on_export_failed(n)` once per failed export batch of n spans (on the export thread).
-    The exporters themselves read their endpoint, headers, timeout and compression from os.environ.
-    """
-    env = os.environ
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None, None
-    base = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
-    traces = _signal_on(env, "TRACES", base)
-    metrics = _signal_on(env, "METRICS", base)
-    if not (traces or metrics):
-        return None, None
-    resource = _resource()
-    tracer_provider = _tracer_provider(env, resource, on_span_dropped, on_export_failed) if traces else None
-    meter_provider = _meter_provider(env, resource) if metrics else None
-    return tracer_provider, meter_provider
-
-
-def _signal_on(env: Mapping[str, str], signal: str, base_endpoint: bool) -> bool:
-    exporter_key = f"OTEL_{signal}_EXPORTER"
-    exporters = {name.strip().lower() for name in env.get(exporter_key, "otlp").split(",") if name.strip()}
-    if exporters <= {"none"}:
-        return False
-    if exporters - {"otlp", "none"}:
-        raise ValueError(f"{exporter_key} supports only 'otlp' or 'none' here, got {env[exporter_key]!r}")
-    return base_endpoint or bool(env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "").strip())
-
-
-def _resource() -> Resource:
-    resource = Resource.create()
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: "llmobs"}))
-    return resource
-
-
-def _protocol(env: Mapping[str, str], signal: str) -> str:
-    key = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
-    if not env.get(key, "").strip():
-        key = "OTEL_EXPORTER_OTLP_PROTOCOL"
-    protocol = env.get(key, "").strip().lower() or "http/protobuf"
-    if protocol not in ("http/protobuf", "grpc"):
-        raise ValueError(f"{key} must be 'http/protobuf' or 'grpc', got {env[key]!r}")
-    if protocol == "grpc":
-        try:
-            import opentelemetry.exporter.otlp.proto.grpc  # type: ignore[import-not-found,unused-ignore] # noqa: F401
-        except ImportError:
-            raise ValueError(
-                f"{key}=grpc needs the opentelemetry-exporter-otlp-proto-grpc package, which is not "
-                "installed; install it or use http/protobuf"
-            ) from None
-    return protocol
-
-
-def _tracer_provider(
-    env: Mapping[str, str],
-    resource: Resource,
-    on_dropped: Callable[[], None] | None,
-    on_export_failed: Callable[[int], None] | None,
-) -> SdkTracerProvider:
-    exporter: SpanExporter
-    if _protocol(env, "TRACES") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
-
-        exporter = GrpcSpanExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
-
-        exporter = OTLPSpanExporter()
-    processor = BoundedBatchSpanProcessor(
-        exporter,
-        max_queue_size=_positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
-        max_export_batch_size=_positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
-        schedule_delay=_positive_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
-        export_timeout=_positive_int(env, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000,
-        on_dropped=on_dropped,
-        on_export_failed=on_export_failed,
-    )
-    provider = SdkTracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER, as the SDK does
-    provider.add_span_processor(processor)
-    return provider
-
-
-def _meter_provider(env: Mapping[str, str], resource: Resource) -> SdkMeterProvider:
-    exporter: MetricExporter
-    if _protocol(env, "METRICS") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
-
-        exporter = GrpcMetricExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter,
-        )
-
-        exporter = OTLPMetricExporter()
-    # Interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT inside the reader.
-    return SdkMeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
-
-
-def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{key} must be a positive integer, got {raw!r}")
-    return value

@@ -9,13 +9,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from llmobs import __version__
 from llmobs.records import Observation, UsageSource
 from llmobs.telemetry import names as n
+from llmobs.telemetry.labels import LabelGuard
 
 
 class PrometheusSink:
     """Turns observations into Prometheus series. Labels arrive already bounded."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        disable_created_metrics()  # `_created` series only double the exposition
+    component = "prometheus"
+
+    def __init__(self, registry: CollectorRegistry, *, max_label_values: int = 200) -> None:
+        # Client-fed label values are bounded: later new values become `other`.
+        self.models = LabelGuard(max_label_values)
+        self.tenants = LabelGuard(max_label_values)
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series only double the output
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(name, doc, labels, registry=registry)
@@ -97,9 +103,13 @@ class PrometheusSink:
     def telemetry_error(self, component: str, count: int = 1) -> None:
         self.telemetry_errors.labels(component).inc(count)
 
-    def record(self, obs: Observation, *, model: str, tenant: str, trace_id: str | None = None) -> None:
-        """Record one observation; `model` and `tenant` are the guarded label values."""
+    def record(self, obs: Observation, span: object = None) -> None:
+        """Record one observation (its request is no longer in flight)."""
         info = obs.request
+        self.ended(info.endpoint)
+        model = self.models(info.model)
+        tenant = self.tenants(info.tenant)
+        trace_id = obs.trace_id
         series = self._series(info.endpoint, model, tenant, info.stream)
         exemplar = {"trace_id": trace_id} if trace_id else None
         key = (info.endpoint, model, tenant, info.stream, obs.status_code, obs.outcome)

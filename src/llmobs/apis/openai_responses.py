@@ -1,0 +1,101 @@
+"""The OpenAI Responses API, streamed (typed events) or not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmobs.apis.base import error_type, loads_object
+from llmobs.apis.content import OutputCapture
+from llmobs.apis.openai_common import OpenAIAccumulator, parse_usage
+from llmobs.sse import Event
+
+_DONE = b"[DONE]"
+_RESPONSE_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_RESPONSE_REASONING = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
+_RESPONSE_IDENTITY = frozenset({"response.created", "response.in_progress"})
+_TOOL_ITEMS = frozenset({"function_call", "custom_tool_call", "computer_call", "mcp_call"})
+
+
+class ResponsesAccumulator(OpenAIAccumulator):
+    """The Responses API, streamed (typed events) or not."""
+
+    def on_event(self, event: Event, now: float) -> None:
+        if not event.data:
+            return
+        kind = event.event
+        obj: dict[str, Any] | None = None
+        if kind == "message":  # no `event:` line: the type is inside the JSON
+            if event.data == _DONE:
+                return
+            obj = loads_object(event.data)
+            if obj is None:
+                return
+            kind = obj["type"] if isinstance(obj.get("type"), str) else ""
+        if kind.endswith(".delta"):
+            if kind in _RESPONSE_REASONING:
+                self.reasoned(now)
+            else:
+                self.answered(now)
+            self.token_events += 1
+            if self.output is not None:
+                self._capture_delta(kind, obj if obj is not None else loads_object(event.data), self.output)
+        elif kind == "response.output_item.added" and self.output is not None:
+            self._capture_item(obj if obj is not None else loads_object(event.data), self.output)
+        elif kind in _RESPONSE_TERMINAL or kind in _RESPONSE_IDENTITY or kind == "error":
+            obj = obj if obj is not None else loads_object(event.data)
+            if obj is None:
+                return
+            if kind == "error":
+                self.error_type = error_type(obj.get("error", obj))
+                self.terminal_seen = True
+            else:
+                response = obj.get("response")
+                if isinstance(response, dict):
+                    if kind in _RESPONSE_TERMINAL:
+                        self.terminal_seen = True
+                        self.on_result(response)
+                    else:
+                        self.identify(response)
+
+    @staticmethod
+    def _capture_delta(kind: str, obj: dict[str, Any] | None, output: OutputCapture) -> None:
+        if obj is None:
+            return
+        delta = obj.get("delta")
+        if kind in _RESPONSE_REASONING:
+            output.reasoning(0, delta)
+        elif kind == "response.function_call_arguments.delta":
+            at = obj.get("output_index")
+            output.tool_call(0, at if isinstance(at, int) else 0, None, None, delta)
+        elif kind == "response.output_text.delta" or kind == "response.refusal.delta":
+            output.text(0, delta)
+
+    @staticmethod
+    def _capture_item(obj: dict[str, Any] | None, output: OutputCapture) -> None:
+        item = obj.get("item") if obj is not None else None
+        if isinstance(item, dict) and item.get("type") == "function_call":
+            at = obj.get("output_index") if obj is not None else None
+            output.tool_call(0, at if isinstance(at, int) else 0, item.get("call_id"), item.get("name"), None)
+
+    def on_result(self, obj: dict[str, Any]) -> None:
+        self.identify(obj)
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.usage = parse_usage(usage)
+        output = obj.get("output")
+        if self.output is not None and isinstance(output, list) and output:
+            self.output.responses_output(output)
+        status = obj.get("status")
+        if status == "failed" or (obj.get("error") and status != "completed"):
+            self.error_type = error_type(obj.get("error"))
+            return
+        if status == "incomplete":
+            details = obj.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            self.reasons[0] = "length" if reason == "max_output_tokens" else str(reason or "incomplete")
+        elif status == "completed":
+            output = obj.get("output")
+            tools = isinstance(output, list) and any(
+                isinstance(item, dict) and item.get("type") in _TOOL_ITEMS for item in output
+            )
+            self.reasons[0] = "tool_calls" if tools else "stop"

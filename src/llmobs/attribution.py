@@ -1,0 +1,29 @@
+"""Who sent a request: the tenant, from a header or a fingerprint of the API key (never the key)."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1024)  # a handful of keys send most traffic; bounded, as clients choose them
+def fingerprint(key: str) -> str:
+    """A short, non-reversible tenant id for an API key: never the key itself."""
+    return "key-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+
+
+def tenant_of(headers: dict[bytes, bytes], tenant_header: bytes) -> str:
+    """Tenant from the configured header, else an API-key fingerprint, else empty."""
+    value = headers.get(tenant_header)
+    if value:
+        return value.decode("latin-1").strip()
+    auth = headers.get(b"authorization")
+    if auth:
+        scheme, _, token = auth.decode("latin-1").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else auth.decode("latin-1").strip()
+        if key:
+            return fingerprint(key)
+    api_key = headers.get(b"api-key")
+    if api_key:
+        return fingerprint(api_key.decode("latin-1").strip())
+    return ""

@@ -1,0 +1,142 @@
+"""Where the proxy and the API adapters meet: the adapter protocol, and the response observer.
+
+The proxy knows nothing of any API: it asks an `Adapter` to read the request and for an
+`Accumulator`, and hands a copy of every response chunk to a `ResponseObserver`, which
+decodes it (content-encoding, SSE) and feeds the accumulator. What the client receives
+is the upstream's bytes, less only what stream_usage removes when llmobs asked for usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from llmobs.decoders import ContentDecoder, DecodingError, decoder_for
+from llmobs.records import Observation, Outcome, ParsedBody, RequestInfo
+from llmobs.sse import Event, SSEDecoder
+from llmobs.stream_usage import UsageChunkFilter
+
+
+class Accumulator(Protocol):
+    """Turns one response into an Observation; only observes."""
+
+    info: RequestInfo
+    reads_body: bool
+
+    def on_first_byte(self, now: float) -> None: ...
+
+    def on_event(self, event: Event, now: float) -> None: ...
+
+    def on_body(self, body: bytes) -> None: ...
+
+    def finish(self, outcome: Outcome, status_code: int, end: float, *, proxy_overhead: float = 0.0) -> Observation: ...
+
+
+class Adapter(Protocol):
+    """One API: its labels, how to read its requests, how to account its responses."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def operation(self) -> str | None: ...
+
+    def parse(self, body: bytes, *, inject_usage: bool, capture_content: bool) -> ParsedBody: ...
+
+    def observe(self, info: RequestInfo, start: float) -> Accumulator: ...
+
+
+class ResponseObserver:
+    """Feeds a copy of one response body to its accumulator; never raises.
+
+    A failure inside accounting is reported once through `on_failure` (called inside the
+    `except` block, so it may re-raise under tests) and observing stops; the bytes flow on.
+    """
+
+    __slots__ = ("acc", "filter", "sse", "body", "decoder", "blind", "broken", "limit", "now", "_on_failure")
+
+    def __init__(
+        self,
+        acc: Accumulator,
+        *,
+        content_type: bytes,
+        content_encoding: bytes,
+        cut_usage: bool,
+        body_limit: int,
+        on_failure: Callable[[], None],
+    ) -> None:
+        self.acc = acc
+        self.limit = body_limit
+        self.now = 0.0
+        self._on_failure = on_failure
+        self.broken = False
+        sse = b"text/event-stream" in content_type.lower()
+        self.decoder: ContentDecoder | None = decoder_for(content_encoding, body_limit)
+        self.blind = self.decoder is None  # an encoding we cannot read: relayed, not observed
+        plain = content_encoding.strip().lower() in (b"", b"identity")
+        # Only plain bytes can be cut; a compressed stream is relayed whole, usage chunk included.
+        self.filter = UsageChunkFilter(self._on_event, event_limit=body_limit) if cut_usage and sse and plain else None
+        self.sse = None if self.filter is not None or not sse else SSEDecoder(max_event_bytes=body_limit)
+        # Only a body the accumulator reads is kept (not /models lists, file downloads...).
+        self.body: bytearray | None = bytearray() if not sse and acc.reads_body else None
+
+    @property
+    def cutting(self) -> bool:
+        """Whether bytes must pass through cut() (the stream is being edited) rather than feed()."""
+        return self.filter is not None and self.filter.cutting
+
+    def cut(self, chunk: bytes, now: float) -> bytes:
+        """The chunk as the client must get it, observed on the way."""
+        assert self.filter is not None
+        self.now = now
+        return self.filter.feed(chunk)
+
+    def feed(self, chunk: bytes, now: float) -> None:
+        """Observe a chunk the client already has."""
+        if self.filter is not None:
+            self.cut(chunk, now)  # no longer cutting: the filter only decodes and observes
+            return
+        if self.broken or self.blind or (self.sse is None and self.body is None):
+            return
+        self.now = now
+        try:
+            data = self.decoder.decode(chunk) if self.decoder is not None else chunk
+        except DecodingError:
+            self.blind = True  # corrupt or bomb-sized: the upstream's bytes, not our failure
+            return
+        if self.sse is not None:
+            for event in self.sse.feed(data):
+                self._on_event(event)
+        elif self.body is not None:
+            if len(self.body) + len(data) > self.limit:
+                self.body = None  # too big to parse; usage will count as missing
+            else:
+                self.body += data
+
+    def close(self) -> bytes:
+        """End of body: account a buffered body; return held-back stream bytes, if any."""
+        if self.filter is not None:
+            return self.filter.flush()
+        if self.body is not None and not self.broken and not self.blind:
+            try:
+                assert self.decoder is not None
+                self.body += self.decoder.flush()
+            except DecodingError:
+                return b""
+            try:
+                self.acc.on_body(bytes(self.body))
+            except Exception:  # noqa: BLE001 - accounting never breaks traffic; counted
+                self._broke()
+        return b""
+
+    def _on_event(self, event: Event) -> None:
+        if self.broken:
+            return
+        try:
+            self.acc.on_event(event, self.now)
+        except Exception:  # noqa: BLE001 - accounting never breaks traffic; counted
+            self._broke()
+
+    def _broke(self) -> None:
+        self.broken = True
+        self._on_failure()

@@ -1,0 +1,142 @@
+"""OpenTelemetry export set up from the standard OTEL_* environment: OTLP tracer and meter providers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from llmobs.telemetry.sinks.span_queue import BoundedBatchSpanProcessor
+
+# -- export: providers from the standard OTEL_* environment ----------------------------------
+
+
+def providers_from_env(
+    on_span_dropped: Callable[[], None] | None = None,
+    *,
+    on_export_failed: Callable[[int], None] | None = None,
+) -> tuple[SdkTracerProvider | None, SdkMeterProvider | None]:
+    """Build OTLP-exporting tracer and meter providers from the standard OTEL_* env, or (None, None).
+
+    Export is on only when an OTLP endpoint is configured and OTEL_SDK_DISABLED is not true,
+    so that by default nothing is exported and nothing slows down. `on_span_dropped` is called
+    once per span dropped because the export queue was full (on the recording thread);
+    `on_export_failed(n)` once per failed export batch of n spans (on the export thread).
+    The exporters themselves read their endpoint, headers, timeout and compression from os.environ.
+    """
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None, None
+    base = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
+    traces = _signal_on(env, "TRACES", base)
+    metrics = _signal_on(env, "METRICS", base)
+    if not (traces or metrics):
+        return None, None
+    resource = _resource()
+    tracer_provider = _tracer_provider(env, resource, on_span_dropped, on_export_failed) if traces else None
+    meter_provider = _meter_provider(env, resource) if metrics else None
+    return tracer_provider, meter_provider
+
+
+def _signal_on(env: Mapping[str, str], signal: str, base_endpoint: bool) -> bool:
+    exporter_key = f"OTEL_{signal}_EXPORTER"
+    exporters = {name.strip().lower() for name in env.get(exporter_key, "otlp").split(",") if name.strip()}
+    if exporters <= {"none"}:
+        return False
+    if exporters - {"otlp", "none"}:
+        raise ValueError(f"{exporter_key} supports only 'otlp' or 'none' here, got {env[exporter_key]!r}")
+    return base_endpoint or bool(env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "").strip())
+
+
+def _resource() -> Resource:
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "llmobs"}))
+    return resource
+
+
+def _protocol(env: Mapping[str, str], signal: str) -> str:
+    key = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+    if not env.get(key, "").strip():
+        key = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = env.get(key, "").strip().lower() or "http/protobuf"
+    if protocol not in ("http/protobuf", "grpc"):
+        raise ValueError(f"{key} must be 'http/protobuf' or 'grpc', got {env[key]!r}")
+    if protocol == "grpc":
+        try:
+            import opentelemetry.exporter.otlp.proto.grpc  # type: ignore[import-not-found,unused-ignore] # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"{key}=grpc needs the opentelemetry-exporter-otlp-proto-grpc package, which is not "
+                "installed; install it or use http/protobuf"
+            ) from None
+    return protocol
+
+
+def _tracer_provider(
+    env: Mapping[str, str],
+    resource: Resource,
+    on_dropped: Callable[[], None] | None,
+    on_export_failed: Callable[[int], None] | None,
+) -> SdkTracerProvider:
+    exporter: SpanExporter
+    if _protocol(env, "TRACES") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        exporter = GrpcSpanExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
+
+        exporter = OTLPSpanExporter()
+    processor = BoundedBatchSpanProcessor(
+        exporter,
+        max_queue_size=_positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
+        max_export_batch_size=_positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+        schedule_delay=_positive_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+        export_timeout=_positive_int(env, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000,
+        on_dropped=on_dropped,
+        on_export_failed=on_export_failed,
+    )
+    provider = SdkTracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER, as the SDK does
+    provider.add_span_processor(processor)
+    return provider
+
+
+def _meter_provider(env: Mapping[str, str], resource: Resource) -> SdkMeterProvider:
+    exporter: MetricExporter
+    if _protocol(env, "METRICS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        exporter = GrpcMetricExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter,
+        )
+
+        exporter = OTLPMetricExporter()
+    # Interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT inside the reader.
+    return SdkMeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
+
+
+def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{key} must be a positive integer, got {raw!r}")
+    return value
