@@ -39,11 +39,12 @@ def prometheus_binary() -> str:
     return required_binary("prometheus")
 
 
-def retargeted_config(target: str, interval: str = "1s") -> dict[str, Any]:
+def retargeted_config(target: str, interval: str = "1s", also: dict[str, str] | None = None) -> dict[str, Any]:
     """The repository's prometheus.yml, scraping only `target` as job llmobs, every `interval`.
 
     Everything else in the llmobs job (metrics path, job name) and the rule files are kept,
-    so the dashboards and rules are proven against the configuration we ship.
+    so the dashboards and rules are proven against the configuration we ship. `also` adds
+    copies of that job under other names (job name -> target), for a second scrape job.
     """
     config = yaml.safe_load((DEPLOY_PROMETHEUS / "prometheus.yml").read_text())
     config["global"].update(scrape_interval=interval, evaluation_interval=interval)
@@ -51,7 +52,8 @@ def retargeted_config(target: str, interval: str = "1s") -> dict[str, Any]:
     job = next(j for j in config["scrape_configs"] if j["job_name"] == JOB)
     job.pop("dns_sd_configs")
     job["static_configs"] = [{"targets": [target]}]
-    config["scrape_configs"] = [job]
+    others = [{**job, "job_name": name, "static_configs": [{"targets": [t]}]} for name, t in (also or {}).items()]
+    config["scrape_configs"] = [job, *others]
     return config
 
 

@@ -1,4 +1,4 @@
-"""The dashboards: committed JSON is fresh, panels are complete, queries use only real metrics."""
+"""The dashboards: committed JSON is fresh, panels are complete, queries filter exactly right."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from llmobs.dashboards.build import (
-    COUNTERS,
-    GAUGES,
-    HISTOGRAMS,
+from llmobs.dashboards import (
+    FILTERS,
+    METRICS,
+    MODEL_UID,
+    OVERVIEW_UID,
+    TENANT_UID,
     build_dashboards,
     iter_panels,
     known_series,
@@ -19,13 +22,19 @@ from llmobs.dashboards.build import (
     render,
     write_dashboards,
 )
+from llmobs.dashboards.metrics import BY_SERIES, Kind
 from llmobs.telemetry import names as n
+from llmobs.telemetry.sinks.prometheus import PrometheusSink
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "dashboards"
 CURRENT_TYPES = {"timeseries", "stat", "bargauge", "piechart", "barchart", "heatmap", "table", "row"}
 DASHBOARDS = build_dashboards()
 METRIC = re.compile(r"\bllmobs_[a-z0-9_]+\b")
+# A selector as the dashboards write them: a series name, then its matchers if any.
+SELECTOR = re.compile(r"\b(llmobs_[a-z0-9_]+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+DRILLS = {"model": MODEL_UID, "tenant": TENANT_UID}
 
 
 def panels(model: dict[str, Any]) -> list[dict[str, Any]]:
@@ -40,7 +49,34 @@ def all_exprs() -> list[str]:
     return [q.expr for name, model in DASHBOARDS.items() for q in panel_queries(name, model)]
 
 
+def selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
+    """(series, {label: 'op value'}) for every series an expression reads."""
+    found = []
+    for series, body in SELECTOR.findall(expr):
+        matchers = {label: f"{op}{value}" for label, op, value in MATCHER.findall(body)}
+        found.append((series, matchers))
+    return found
+
+
+def unfiltered(panel: dict[str, Any]) -> set[str]:
+    """The filters that some selector of a panel does not apply."""
+    return {
+        f
+        for t in panel["targets"]
+        for _, matchers in selectors(t["expr"])
+        for f in FILTERS
+        if matchers.get(f) != f"=~${f}"
+    }
+
+
+def variables(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in model["templating"]["list"]}
+
+
 PANEL_IDS = [f"{name}:{p['title']}" for name, p in all_panels()]
+
+
+# --- the committed files -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("filename", sorted(DASHBOARDS))
@@ -63,26 +99,32 @@ def test_write_dashboards_writes_every_dashboard(tmp_path: Path) -> None:
         assert path.read_text(encoding="utf-8") == render(DASHBOARDS[path.name])
 
 
-def test_overview_and_model_drilldown_exist() -> None:
-    assert {"overview.json", "model.json"} <= set(DASHBOARDS)
-    uids = [m["uid"] for m in DASHBOARDS.values()]
-    assert len(uids) == len(set(uids))
+def test_overview_model_and_tenant_dashboards_exist_with_their_uids() -> None:
+    uids = {name: m["uid"] for name, m in DASHBOARDS.items()}
+    assert uids == {"overview.json": OVERVIEW_UID, "model.json": MODEL_UID, "tenant.json": TENANT_UID}
 
 
-@pytest.mark.parametrize(("filename", "panel"), all_panels(), ids=PANEL_IDS)
-def test_every_panel_has_unit_description_thresholds_and_queries(filename: str, panel: dict[str, Any]) -> None:
-    defaults = panel["fieldConfig"]["defaults"]
-    assert defaults.get("unit"), "no unit"
-    assert panel.get("description", "").strip(), "no description"
-    assert defaults.get("thresholds", {}).get("steps"), "no thresholds"
-    assert panel["targets"], "no query"
-    assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+# --- the metric table ----------------------------------------------------------------------
 
 
-def test_no_deprecated_panel_types() -> None:
-    types = {p["type"] for model in DASHBOARDS.values() for p in iter_panels(model)}
-    assert types <= CURRENT_TYPES, f"deprecated or unknown panel types: {types - CURRENT_TYPES}"
-    assert "heatmap" in types  # latency distributions
+def test_metric_table_matches_the_prometheus_sink() -> None:
+    registry = CollectorRegistry()
+    PrometheusSink(registry)
+    defined = {c._name: (c._type, tuple(c._labelnames)) for c in registry._collector_to_names}  # type: ignore[attr-defined]
+    assert {m.name: (m.kind.value, m.labels) for m in METRICS} == defined
+
+
+def test_metric_table_matches_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(llmobs_\w+)` \| (\w+)[^|]* \| ([^|]+) \|", readme, re.M)
+    documented = {series: tuple(labels.replace(",", " ").split()) for series, _, labels in rows}
+    table = {(m.name if m.kind is not Kind.COUNTER else m.series): m.labels for m in METRICS}
+    assert documented == table
+
+
+def test_metric_table_covers_every_name_constant() -> None:
+    constants = {v for k, v in vars(n).items() if k.isupper() and isinstance(v, str) and v.startswith("llmobs_")}
+    assert {m.name for m in METRICS} == constants
 
 
 def test_every_metric_referenced_is_exposed_by_llmobs() -> None:
@@ -92,21 +134,123 @@ def test_every_metric_referenced_is_exposed_by_llmobs() -> None:
     assert used <= known_series(), f"not exposed by llmobs: {used - known_series()}"
 
 
-def test_metric_kinds_cover_every_name_constant() -> None:
-    constants = {v for k, v in vars(n).items() if k.isupper() and isinstance(v, str) and v.startswith("llmobs_")}
-    assert set(COUNTERS) | set(GAUGES) | set(HISTOGRAMS) == constants
-
-
-def test_every_metric_name_constant_is_on_a_dashboard() -> None:
+def test_every_metric_is_on_a_dashboard() -> None:
     text = "\n".join(all_exprs())
-    for name in set(COUNTERS) | set(GAUGES) | set(HISTOGRAMS):
-        assert name in text, f"{name} is on no dashboard"
+    for metric in METRICS:
+        assert metric.name in text, f"{metric.name} is on no dashboard"
+
+
+# --- filters -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("filename", sorted(DASHBOARDS))
+def test_every_dashboard_has_datasource_then_the_chained_filter_variables(filename: str) -> None:
+    found = variables(DASHBOARDS[filename])
+    assert list(found) == ["datasource", *FILTERS]
+    assert found["datasource"]["type"] == "datasource"
+    for i, name in enumerate(FILTERS):
+        variable = found[name]
+        assert variable["type"] == "query" and variable["multi"] and variable["includeAll"]
+        assert variable["allValue"] == ".*" and variable["current"]["value"] == "$__all"
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"])
+        assert match and match.group(2) == name, variable["query"]
+        ((series, matchers),) = selectors(match.group(1))
+        metric = BY_SERIES[series]
+        # Chained: a variable's values depend on every earlier filter its source metric carries.
+        assert matchers == {f: f"=~${f}" for f in FILTERS[:i] if metric.has(f)}, variable["query"]
+
+
+@pytest.mark.parametrize(("filename", "panel"), all_panels(), ids=PANEL_IDS)
+def test_every_query_applies_exactly_the_filters_its_metric_carries(filename: str, panel: dict[str, Any]) -> None:
+    for target in panel["targets"]:
+        found = selectors(target["expr"])
+        assert found, target["expr"]
+        for series, matchers in found:
+            metric = BY_SERIES[series]
+            for f in FILTERS:
+                applied = matchers.get(f) == f"=~${f}"
+                assert applied == metric.has(f), f"{series}: filter {f} {'missing' if not applied else 'wrong'}"
+            for label, matcher in matchers.items():
+                assert "$" not in matcher or matcher == f"=~${label}", f"{series}: {label}{matcher}"
+
+
+@pytest.mark.parametrize("filename", sorted(DASHBOARDS))
+def test_every_variable_a_query_uses_exists_on_its_dashboard(filename: str) -> None:
+    names = set(variables(DASHBOARDS[filename]))
+    for q in panel_queries(filename, DASHBOARDS[filename]):
+        used = set(re.findall(r"\$(\w+)", q.expr)) - {"__rate_interval", "__range"}
+        assert used <= names, f"{q.panel}: {used - names}"
+
+
+@pytest.mark.parametrize(("filename", "panel"), all_panels(), ids=PANEL_IDS)
+def test_a_filter_that_cannot_apply_is_named_in_title_and_description(filename: str, panel: dict[str, Any]) -> None:
+    missing = unfiltered(panel)
+    title, description = panel["title"], panel["description"]
+    assert not missing & {"job", "instance"}, "every series has job and instance"
+    if not missing:
+        assert "·" not in title and "Not filtered" not in description
+        return
+    marker = title.split(" · ", 1)[1]
+    for f in missing:
+        assert f"{f}s" in marker, f"title does not say the {f} filter does not apply"
+        assert re.search(rf"Not filtered by [^:]*\b{f}\b", description), description
+
+
+# --- panels --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("filename", "panel"), all_panels(), ids=PANEL_IDS)
+def test_every_panel_has_unit_thresholds_queries_and_the_datasource(filename: str, panel: dict[str, Any]) -> None:
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults.get("unit"), "no unit"
+    assert defaults.get("thresholds", {}).get("steps"), "no thresholds"
+    assert panel["targets"], "no query"
+    assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+@pytest.mark.parametrize(("filename", "panel"), all_panels(), ids=PANEL_IDS)
+def test_every_panel_description_says_what_it_means_its_unit_and_its_source(
+    filename: str, panel: dict[str, Any]
+) -> None:
+    description = panel.get("description", "")
+    meaning = description.split("\n\n", 1)[0]
+    assert len(meaning.split()) >= 8, f"trivial description: {meaning!r}"
+    assert meaning.rstrip(".") not in panel["title"], "the description only repeats the title"
+    assert "**Unit:**" in description and "**Source:**" in description and "**Filters:**" in description
+    for series in {s for t in panel["targets"] for s, _ in selectors(t["expr"])}:
+        assert f"`{BY_SERIES[series].series}`" in description, f"{series} not named as a source"
+
+
+def test_no_deprecated_panel_types() -> None:
+    types = {p["type"] for model in DASHBOARDS.values() for p in iter_panels(model)}
+    assert types <= CURRENT_TYPES, f"deprecated or unknown panel types: {types - CURRENT_TYPES}"
+    assert "heatmap" in types  # latency distributions
+
+
+@pytest.mark.parametrize("filename", sorted(DASHBOARDS))
+def test_panel_ids_unique_and_grid_fits(filename: str) -> None:
+    model = DASHBOARDS[filename]
+    ids = [p["id"] for p in iter_panels(model)]
+    assert len(ids) == len(set(ids))
+    for p in iter_panels(model):
+        pos = p["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, p["title"]
+
+
+# --- PromQL shape --------------------------------------------------------------------------
 
 
 def test_rate_and_increase_windows_are_grafana_intervals() -> None:
     for expr in all_exprs():
         for window in re.findall(r"\[([^\]]+)\]", expr):
             assert window in ("$__rate_interval", "$__range"), expr
+
+
+def test_rate_and_increase_are_taken_before_the_sum_across_instances() -> None:
+    for expr in all_exprs():
+        for match in re.finditer(r"\b(rate|increase)\(", expr):
+            before = expr[: match.start()]
+            assert re.search(r"sum(?: by \([\w, ]+\) )?\($", before), expr
 
 
 def test_histogram_quantile_sums_buckets_by_le() -> None:
@@ -127,22 +271,51 @@ def test_latency_and_ttft_panels_show_exemplars(histogram: str) -> None:
             assert target.get("exemplar") is True, target["expr"]
 
 
-def test_model_drilldown_has_datasource_model_endpoint_tenant_variables() -> None:
-    variables = {v["name"]: v for v in DASHBOARDS["model.json"]["templating"]["list"]}
-    assert set(variables) == {"datasource", "model", "endpoint", "tenant"}
-    assert variables["datasource"]["type"] == "datasource"
-    for name in ("model", "endpoint", "tenant"):
-        assert f"label_values({n.total(n.REQUESTS)}" in variables[name]["query"]
-        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+# --- links ---------------------------------------------------------------------------------
 
 
-def test_model_drilldown_queries_honour_the_model_variable() -> None:
-    for q in panel_queries("model.json", DASHBOARDS["model.json"]):
-        assert "$model" in q.expr, f"{q.panel}: {q.expr}"
+def keyed_by(panel: dict[str, Any]) -> set[str]:
+    """The drill labels a panel's series or rows are keyed by (its aggregation keeps them)."""
+    keys = set()
+    for t in panel["targets"]:
+        for grouping in re.findall(r"by \(([\w, ]+)\)", t["expr"]):
+            keys |= {label.strip() for label in grouping.split(",")}
+    return keys & set(DRILLS)
+
+
+@pytest.mark.parametrize(("filename", "panel"), all_panels(), ids=PANEL_IDS)
+def test_panels_keyed_by_model_or_tenant_link_to_that_dashboard(filename: str, panel: dict[str, Any]) -> None:
+    links = panel["fieldConfig"]["defaults"].get("links", [])
+    assert {label for label, uid in DRILLS.items() for link in links if f"/d/{uid}?" in link["url"]} == keyed_by(panel)
+    field = "__data.fields" if panel["type"] == "table" else "__field.labels"
+    for label in keyed_by(panel):
+        (link,) = [link for link in links if f"/d/{DRILLS[label]}?" in link["url"]]
+        url = link["url"]
+        assert f"var-{label}=${{{field}.{label}:percentencode}}" in url
+        assert "${__url_time_range}" in url
+        for kept in ("datasource", "job", "instance"):
+            assert f"${{{kept}:queryparam}}" in url
+        assert f"${{{label}:queryparam}}" not in url  # the clicked value replaces the current one
+
+
+@pytest.mark.parametrize("filename", sorted(DASHBOARDS))
+def test_dashboards_link_to_each_other_by_tag_keeping_time_and_variables(filename: str) -> None:
+    model = DASHBOARDS[filename]
+    assert "llmobs" in model["tags"]
+    (link,) = model["links"]
+    assert link["type"] == "dashboards" and link["tags"] == ["llmobs"]
+    assert link["keepTime"] and link["includeVars"]
+
+
+# --- what each dashboard answers -----------------------------------------------------------
+
+
+def dashboard_text(filename: str) -> str:
+    return "\n".join(q.expr for q in panel_queries(filename, DASHBOARDS[filename]))
 
 
 def test_overview_answers_the_five_questions() -> None:
-    text = "\n".join(q.expr for q in panel_queries("overview.json", DASHBOARDS["overview.json"]))
+    text = dashboard_text("overview.json")
     for needle in (
         "by (model)",
         "by (tenant)",  # traffic per model and tenant
@@ -163,11 +336,15 @@ def test_overview_answers_the_five_questions() -> None:
         assert needle in text, needle
 
 
-@pytest.mark.parametrize("filename", sorted(DASHBOARDS))
-def test_panel_ids_unique_and_grid_fits(filename: str) -> None:
-    model = DASHBOARDS[filename]
-    ids = [p["id"] for p in iter_panels(model)]
-    assert len(ids) == len(set(ids))
-    for p in iter_panels(model):
-        pos = p["gridPos"]
-        assert pos["x"] + pos["w"] <= 24, p["title"]
+def test_tenant_dashboard_shows_spend_top_models_tokens_errors_and_unpriced() -> None:
+    text = dashboard_text("tenant.json")
+    cost, tokens, requests = n.total(n.COST_USD), n.total(n.TOKENS), n.total(n.REQUESTS)
+    for pattern in (
+        rf"sum by \(tenant\) \(increase\({cost}",  # spend over the range
+        rf"sum by \(tenant\) \(rate\({cost}.*\* 3600",  # $/h over time
+        rf"sum by \(tenant, model\) \(increase\({cost}",  # top models per tenant
+        rf"sum by \(tenant, type\) \(rate\({tokens}",  # tokens per tenant by type
+        rf"sum by \(tenant\) \(rate\({requests}.*outcome=~",  # error ratio per tenant
+        n.total(n.UNPRICED_REQUESTS),
+    ):
+        assert re.search(pattern, text), pattern

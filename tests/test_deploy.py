@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import py_compile
 import re
 import subprocess
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from llmobs.dashboards import OVERVIEW_UID, known_series
+from llmobs.dashboards import OVERVIEW_UID, build_dashboards, known_series
 from prometheus_server import required_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,6 +176,17 @@ def test_grafana_opens_on_the_overview_with_no_clicks() -> None:
     assert f'"uid": "{OVERVIEW_UID}"' in (ROOT / "dashboards" / "overview.json").read_text()
     assert env("grafana")["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert grafana_mount("./grafana/provisioning") == "/etc/grafana/provisioning"
+
+
+def test_grafana_provisions_every_generated_dashboard_and_their_links_resolve() -> None:
+    provider = load("grafana/provisioning/dashboards/dashboards.yml")["providers"][0]
+    assert provider["type"] == "file" and provider["options"]["path"] == grafana_mount("../dashboards")
+    files = {p.name: json.loads(p.read_text()) for p in (ROOT / "dashboards").glob("*.json")}
+    assert set(files) == set(build_dashboards()) and {"overview.json", "model.json", "tenant.json"} <= set(files)
+    uids = [d["uid"] for d in files.values()]
+    assert len(uids) == len(set(uids))
+    linked = {uid for text in map(json.dumps, files.values()) for uid in re.findall(r"/d/([\w-]+)\?", text)}
+    assert linked and linked <= set(uids), f"links to dashboards not provisioned: {linked - set(uids)}"
 
 
 def test_prometheus_keeps_exemplars_and_loads_the_mounted_config() -> None:

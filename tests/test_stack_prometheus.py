@@ -1,8 +1,11 @@
-"""The stack, proven: a real Prometheus scrapes a real llmobs, and every dashboard query evaluates.
+"""The stack, proven: a real Prometheus scrapes real llmobs proxies, and every dashboard query evaluates.
 
-Prometheus runs with the repository's scrape config (retargeted to the proxy under test, 1 s
-interval) and rule files. Traffic comes from the demo's own load generator plus an `audit`
-tenant whose every response shows its usage, so totals can be checked against the client.
+Prometheus runs with the repository's scrape config (retargeted to the proxies under test, 1 s
+interval) and rule files. Two proxies in front of one simulator are scraped as two jobs, so
+`job` and `instance` have two values each. Traffic comes from the demo's own load generator on
+both, plus an `audit` tenant whose every response shows its usage (totals are checked against
+the client), plus a `drill` mix: every kind of request for one model and tenant, so that a
+dashboard filtered down to one value of every variable still has data in every panel.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from llmobs.app import LLMObs, create_app
 from llmobs.config import Settings
-from llmobs.dashboards import PanelQuery, build_dashboards, panel_queries
+from llmobs.dashboards import FILTERS, PanelQuery, build_dashboards, panel_queries
 from llmobs.sim import SimConfig
 from llmobs.sim import create_app as create_simulator
 from prometheus_server import (
@@ -45,10 +48,14 @@ PRICE_FILE = """models:
   sim-embedding: {input: 0.5, output: 0}
 """
 AUDIT = "audit"
+CANARY_JOB = "llmobs-canary"  # the second scrape job, one more proxy
 RATE_INTERVAL = "5s"  # Grafana's floor is 4 x the scrape interval (1 s here)
 TRAFFIC_SECONDS = 6.0
-# Panels that may rightly be empty after healthy traffic.
+# Panels that may rightly be empty after healthy traffic (titles without the "· all ..." marker).
 MAY_BE_EMPTY = {"Telemetry errors / s by component"}
+# One value of every filter, each a strict subset of the traffic. The drill mix gives this
+# model and tenant every request kind; the instance is the primary proxy's, known at start-up.
+DRILL = {"job": "llmobs", "endpoint": "chat_completions", "model": "sim-reasoning", "tenant": "acme"}
 Usage = dict[str, float]
 
 
@@ -111,6 +118,23 @@ async def audited(api: openai.AsyncOpenAI, totals: Usage) -> None:
         totals["cost"] += (usage.prompt_tokens * price_in + usage.completion_tokens * price_out) / 1e6
 
 
+async def drill(api: openai.AsyncOpenAI) -> None:
+    """Every request kind for the DRILL model and tenant on chat completions: streamed (TTFT,
+    reasoning), truncated, a tool call, a prompt-cache hit, and an upstream 400."""
+    model, headers = DRILL["model"], {LOADGEN.TENANT_HEADER: DRILL["tenant"]}
+    chat = api.chat.completions
+    await LOADGEN.drain(await chat.create(model=model, messages=LOADGEN.PROMPT, stream=True, extra_headers=headers))
+    await LOADGEN.drain(
+        await chat.create(model=model, messages=LOADGEN.PROMPT, stream=True, max_tokens=3, extra_headers=headers)
+    )
+    await chat.create(model=model, messages=LOADGEN.PROMPT, tools=LOADGEN.TOOLS, extra_headers=headers)
+    await chat.create(
+        model=model, messages=LOADGEN.PROMPT, extra_body={"prompt_cache_key": "drill"}, extra_headers=headers
+    )
+    with pytest.raises(openai.BadRequestError):  # the simulator refuses max_tokens < 0
+        await chat.create(model=model, messages=LOADGEN.PROMPT, max_tokens=-1, extra_headers=headers)
+
+
 async def warm_up(base_url: str, totals: Usage) -> None:
     """Every scenario once per tenant, so every series exists before the measured window.
 
@@ -123,11 +147,22 @@ async def warm_up(base_url: str, totals: Usage) -> None:
             await LOADGEN.run_one(api, scenario, tenant)
     await faults(api)
     await audited(api, totals)
+    await drill(api)
     await api.close()
 
 
-async def measured(base_url: str, totals: Usage) -> None:
-    """The demo's random mix for a few seconds, alongside a steady stream of audited requests."""
+async def warm_up_canary(base_url: str) -> None:
+    """Every scenario once per tenant through the second proxy."""
+    api = LOADGEN.client(base_url)
+    for scenario, _ in LOADGEN.SCENARIOS:
+        for tenant in LOADGEN.TENANTS:
+            await LOADGEN.run_one(api, scenario, tenant)
+    await api.close()
+
+
+async def measured(base_url: str, canary_url: str, totals: Usage) -> None:
+    """The demo's random mix for a few seconds on both proxies, alongside steady audited and
+    drill requests on the primary."""
     random.seed(1234)
     api = LOADGEN.client(base_url)
     deadline = time.monotonic() + TRAFFIC_SECONDS
@@ -136,32 +171,43 @@ async def measured(base_url: str, totals: Usage) -> None:
         while time.monotonic() < deadline:
             await audited(api, totals)
 
-    await asyncio.gather(LOADGEN.generate(base_url, 25.0, TRAFFIC_SECONDS), audit_loop(), faults(api))
+    async def drill_loop() -> None:
+        while time.monotonic() < deadline:
+            await drill(api)
+
+    await asyncio.gather(
+        LOADGEN.generate(base_url, 25.0, TRAFFIC_SECONDS),
+        LOADGEN.generate(canary_url, 8.0, TRAFFIC_SECONDS),
+        audit_loop(),
+        drill_loop(),
+        faults(api),
+    )
     await api.close()
 
 
 # --- the proxy's own view --------------------------------------------------------------------
 
 
-def settle(app: LLMObs) -> None:
+def settle(*apps: LLMObs) -> None:
     deadline = time.monotonic() + 10
-    while app.proxy.in_flight:
+    while any(app.proxy.in_flight for app in apps):
         assert time.monotonic() < deadline, "requests still in flight"
         time.sleep(0.01)
 
 
-def exposed(registry: CollectorRegistry, name: str, **labels: str) -> float:
+def exposed(registries: list[CollectorRegistry], name: str, **labels: str) -> float:
     return sum(
         s.value
+        for registry in registries
         for family in registry.collect()
         for s in family.samples
         if s.name == name and all(re.fullmatch(v, s.labels.get(k, "")) for k, v in labels.items())
     )
 
 
-def wait_scraped(prom: Prometheus, registry: CollectorRegistry) -> None:
-    """Until Prometheus holds the proxy's current request count, then two more scrapes."""
-    want = exposed(registry, "llmobs_requests_total")
+def wait_scraped(prom: Prometheus, registries: list[CollectorRegistry]) -> None:
+    """Until Prometheus holds the proxies' current request count, then two more scrapes."""
+    want = exposed(registries, "llmobs_requests_total")
     prom.wait_until(lambda: _scraped_total(prom) == want, 20, f"Prometheus never saw {want} requests")
     time.sleep(2.5)
 
@@ -174,26 +220,39 @@ def _scraped_total(prom: Prometheus) -> float:
 # --- the stack -------------------------------------------------------------------------------
 
 
+def grafana_regex(value: str) -> str:
+    """A selected value as Grafana's Prometheus datasource puts it into `=~"..."`: regex-escaped."""
+    return re.sub(r"[\\^$*+?.()|\[\]{}]", lambda m: "\\\\" + m.group(0), value)
+
+
+def base_title(title: str) -> str:
+    """A panel title without its "· all tenants" marker."""
+    return title.split(" · ", 1)[0]
+
+
 class Stack:
     def __init__(
         self,
         prom: Prometheus,
-        app: LLMObs,
-        registry: CollectorRegistry,
+        registries: list[CollectorRegistry],
+        instances: dict[str, str],
         start: float,
         end: float,
         audit_window: Usage,
         audit_all: Usage,
         tokens_before: float,
     ) -> None:
-        self.prom, self.app, self.registry = prom, app, registry
+        self.prom, self.registries, self.instances = prom, registries, instances
         self.start, self.end = start, end
         self.audit_window, self.audit_all = audit_window, audit_all
         self.tokens_before = tokens_before
+        # Every filter at one value that exists in the data: the primary proxy, the drill mix.
+        self.one = {f: grafana_regex(v) for f, v in {**DRILL, "instance": instances["llmobs"]}.items()}
 
     def substitute(self, expr: str, **variables: str) -> str:
+        """`expr` as Grafana sends it: intervals filled in, unset filter variables at All (`.*`)."""
         window = f"{math.ceil(self.end - self.start)}s"
-        values = {"__rate_interval": RATE_INTERVAL, "__range": window, **variables}
+        values = {"__rate_interval": RATE_INTERVAL, "__range": window, **ALL, **variables}
         return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], expr)
 
     def run(self, q: PanelQuery, **variables: str) -> list[dict[str, Any]]:
@@ -203,14 +262,13 @@ class Stack:
         return self.prom.query_range(expr, self.start, self.end, step=1)
 
     def panel_value(self, filename: str, title: str, **variables: str) -> float:
-        (q,) = [q for q in panel_queries(filename, DASHBOARDS[filename]) if q.panel == title]
+        (q,) = [q for q in panel_queries(filename, DASHBOARDS[filename]) if base_title(q.panel) == title]
         (series,) = self.run(q, **variables)
         return float(series["value"][1])
 
 
 DASHBOARDS = build_dashboards()
-ALL = {"model": ".*", "endpoint": ".*", "tenant": ".*"}
-ONE = {"model": "sim-model", "endpoint": "chat_completions", "tenant": "acme"}
+ALL = dict.fromkeys(FILTERS, ".*")
 
 
 @pytest.fixture(scope="module")
@@ -219,70 +277,110 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
     price_file = workdir / "prices.yaml"
     price_file.write_text(PRICE_FILE)
-    registry = CollectorRegistry()
+    registries = [CollectorRegistry(), CollectorRegistry()]
     with serve(create_simulator(SimConfig(ttft=0.02, chunk_gap=0.001))) as sim:
         settings = Settings(upstream_url=sim.url + "/v1", price_file=price_file)
-        app = create_app(
-            settings, registry=registry, tracer_provider=TracerProvider(), otel_from_env=False, strict=True
-        )
-        with serve(app) as proxy:
-            target = proxy.url.removeprefix("http://")
-            prom = Prometheus(retargeted_config(target), workdir).start()
+        apps = [
+            create_app(settings, registry=r, tracer_provider=TracerProvider(), otel_from_env=False, strict=True)
+            for r in registries
+        ]
+        with serve(apps[0]) as proxy, serve(apps[1]) as canary:
+            instances = {"llmobs": proxy.url.removeprefix("http://"), CANARY_JOB: canary.url.removeprefix("http://")}
+            config = retargeted_config(instances["llmobs"], also={CANARY_JOB: instances[CANARY_JOB]})
+            prom = Prometheus(config, workdir).start()
             try:
-                base_url = proxy.url + "/v1"
+                base_url, canary_url = proxy.url + "/v1", canary.url + "/v1"
                 audit_all: Usage = {"tokens": 0.0, "cost": 0.0}
                 asyncio.run(warm_up(base_url, audit_all))
-                settle(app)
-                wait_scraped(prom, registry)
-                tokens_before = exposed(registry, "llmobs_tokens_total", type="input|output")
+                asyncio.run(warm_up_canary(canary_url))
+                settle(*apps)
+                wait_scraped(prom, registries)
+                tokens_before = exposed(registries, "llmobs_tokens_total", type="input|output")
                 start = time.time()
                 audit_window: Usage = {"tokens": 0.0, "cost": 0.0}
-                asyncio.run(measured(base_url, audit_window))
-                settle(app)
-                wait_scraped(prom, registry)
+                asyncio.run(measured(base_url, canary_url, audit_window))
+                settle(*apps)
+                wait_scraped(prom, registries)
                 end = time.time()
                 for key in audit_all:
                     audit_all[key] += audit_window[key]
-                yield Stack(prom, app, registry, start, end, audit_window, audit_all, tokens_before)
+                yield Stack(prom, registries, instances, start, end, audit_window, audit_all, tokens_before)
             finally:
                 prom.stop()
 
 
-# --- every query of every dashboard ----------------------------------------------------------
+# --- every query of every dashboard, unfiltered and filtered ----------------------------------
 
 
 def queries() -> list[PanelQuery]:
     return [q for name, model in DASHBOARDS.items() for q in panel_queries(name, model)]
 
 
-def test_every_dashboard_query_evaluates_and_every_panel_has_data(stack: Stack) -> None:
+def evaluate_every_panel(stack: Stack, variables: dict[str, str]) -> None:
     errors, data = [], {}
     for q in queries():
-        for variables in (ALL, ONE):
-            try:
-                result = stack.run(q, **variables)
-            except AssertionError as exc:
-                errors.append(f"{q.dashboard} / {q.panel}: {exc}")
-                continue
-            if variables is ALL:
-                key = (q.dashboard, q.panel)
-                data[key] = data.get(key, False) or has_values(result)
+        try:
+            result = stack.run(q, **variables)
+        except AssertionError as exc:
+            errors.append(f"{q.dashboard} / {q.panel}: {exc}")
+            continue
+        key = (q.dashboard, base_title(q.panel))
+        data[key] = data.get(key, False) or has_values(result)
     assert not errors, "\n".join(errors)
-    empty = {panel for (dashboard, panel), has in data.items() if not has}
-    assert empty <= MAY_BE_EMPTY, f"panels without data: {sorted(empty - MAY_BE_EMPTY)}"
+    empty = {
+        f"{dashboard}: {panel}" for (dashboard, panel), has in data.items() if not has and panel not in MAY_BE_EMPTY
+    }
+    assert not empty, f"panels without data: {sorted(empty)}"
 
 
-def test_template_variable_queries_return_the_traffic_labels(stack: Stack) -> None:
-    variables = {v["name"]: v for v in DASHBOARDS["model.json"]["templating"]["list"] if v["type"] == "query"}
-    found = {}
-    for name, variable in variables.items():
-        match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"])
-        assert match, variable["query"]
-        selector = stack.substitute(match.group(1), **ALL)
-        found[name] = set(stack.prom.api(f"label/{match.group(2)}/values", **{"match[]": selector}))
-    assert {"sim-model", "sim-reasoning", "sim-embedding"} <= found["model"]
-    assert {"chat_completions", "completions", "embeddings", "responses"} <= found["endpoint"]
-    assert {"acme", "globex", "initech", AUDIT} <= found["tenant"]
+def test_every_panel_of_every_dashboard_has_data_with_the_filters_at_all(stack: Stack) -> None:
+    assert {q.dashboard for q in queries()} == {"overview.json", "model.json", "tenant.json"}
+    evaluate_every_panel(stack, ALL)
+
+
+def test_every_panel_of_every_dashboard_has_data_with_every_filter_at_one_value(stack: Stack) -> None:
+    assert set(stack.one) == set(FILTERS)
+    evaluate_every_panel(stack, stack.one)
+
+
+@pytest.mark.parametrize("label", FILTERS)
+def test_each_filter_narrows_the_totals(stack: Stack, label: str) -> None:
+    everything = stack.panel_value("overview.json", "Tokens (range)")
+    narrowed = stack.panel_value("overview.json", "Tokens (range)", **{label: stack.one[label]})
+    assert 0 < narrowed < everything
+    assert stack.panel_value("tenant.json", "Spend (range)", **stack.one) < stack.panel_value(
+        "tenant.json", "Spend (range)"
+    )
+
+
+def variable_values(stack: Stack, filename: str, name: str, **variables: str) -> set[str]:
+    """What Grafana would offer for a variable, given the values of the ones before it."""
+    (variable,) = [v for v in DASHBOARDS[filename]["templating"]["list"] if v["name"] == name]
+    match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"])
+    assert match, variable["query"]
+    selector = stack.substitute(match.group(1), **variables)
+    return set(stack.prom.api(f"label/{match.group(2)}/values", **{"match[]": selector}))
+
+
+@pytest.mark.parametrize("filename", sorted(DASHBOARDS))
+def test_template_variable_queries_return_the_traffic_labels(stack: Stack, filename: str) -> None:
+    assert variable_values(stack, filename, "job") == {"llmobs", CANARY_JOB}
+    assert variable_values(stack, filename, "instance") == set(stack.instances.values())
+    assert {"sim-model", "sim-reasoning", "sim-embedding"} <= variable_values(stack, filename, "model")
+    assert {"chat_completions", "completions", "embeddings", "responses"} <= variable_values(
+        stack, filename, "endpoint"
+    )
+    assert {"acme", "globex", "initech", AUDIT} <= variable_values(stack, filename, "tenant")
+
+
+def test_variables_chain_instance_on_job_and_model_on_endpoint(stack: Stack) -> None:
+    canary = variable_values(stack, "overview.json", "instance", job=CANARY_JOB)
+    assert canary == {stack.instances[CANARY_JOB]}
+    embedding = variable_values(stack, "overview.json", "model", endpoint="embeddings")
+    assert embedding == {"sim-embedding"}
+    # The audit tenant only uses the primary proxy.
+    assert AUDIT not in variable_values(stack, "overview.json", "tenant", job=CANARY_JOB)
+    assert AUDIT in variable_values(stack, "overview.json", "tenant", job="llmobs")
 
 
 def test_totals_agree_with_what_the_clients_saw(stack: Stack) -> None:
@@ -292,20 +390,22 @@ def test_totals_agree_with_what_the_clients_saw(stack: Stack) -> None:
     cost = stack.prom.scalar(f'sum(llmobs_cost_usd_total{{tenant="{AUDIT}"}})')
     assert cost == pytest.approx(stack.audit_all["cost"], rel=1e-9)
     # The dashboards' increase() over the range extrapolates to the window's edges: close, not exact.
-    audit = {**ALL, "tenant": AUDIT}
+    audit = {"tenant": AUDIT}
     assert stack.panel_value("model.json", "Tokens (range)", **audit) == pytest.approx(
         stack.audit_window["tokens"], rel=0.15
     )
     assert stack.panel_value("model.json", "Cost (range)", **audit) == pytest.approx(
         stack.audit_window["cost"], rel=0.15
     )
-    in_window = exposed(stack.registry, "llmobs_tokens_total", type="input|output") - stack.tokens_before
+    in_window = exposed(stack.registries, "llmobs_tokens_total", type="input|output") - stack.tokens_before
     assert stack.panel_value("overview.json", "Tokens (range)") == pytest.approx(in_window, rel=0.15)
 
 
 def test_finish_reasons_and_failures_show_the_traffic_mix(stack: Stack) -> None:
     (q,) = [
-        q for q in panel_queries("overview.json", DASHBOARDS["overview.json"]) if q.panel == "Finish reasons (range)"
+        q
+        for q in panel_queries("overview.json", DASHBOARDS["overview.json"])
+        if base_title(q.panel) == "Finish reasons (range)"
     ]
     reasons = {s["metric"]["reason"] for s in stack.run(q)}
     assert {"stop", "length", "tool_calls"} <= reasons

@@ -1,0 +1,114 @@
+"""PromQL for the dashboards: filtered selectors, sums over instances, quantiles and ratios.
+
+Every selector applies every dashboard filter whose label its metric carries, and only those:
+`selector` decides from the metric table, so no query picks its filters by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from llmobs.dashboards.metrics import Metric
+
+RATE = "$__rate_interval"
+RANGE = "$__range"
+# The filter variables every dashboard has, in the order they chain; each is named after its label.
+FILTERS = ("job", "instance", "endpoint", "model", "tenant")
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"')
+
+
+def filter_matcher(label: str) -> str:
+    """`label=~"$label"`: the matcher of one filter variable (multi-value, All = `.*`)."""
+    return f'{label}=~"${label}"'
+
+
+def ignored_filters(metric: Metric) -> list[str]:
+    """The filters that cannot narrow `metric`: it has no such label."""
+    return [f for f in FILTERS if not metric.has(f)]
+
+
+def selector(metric: Metric, *matchers: str, filters: Sequence[str] = FILTERS) -> str:
+    """`series{...}`: the filters among `filters` that `metric` carries, then `matchers`."""
+    for matcher in matchers:
+        label = _label_of(matcher)
+        if not metric.has(label) or label in FILTERS:
+            raise ValueError(f"{metric.name}: matcher {matcher!r} is on no label of its own")
+    parts = [filter_matcher(f) for f in filters if metric.has(f)] + list(matchers)
+    return f"{metric.series}{{{', '.join(parts)}}}" if parts else metric.series
+
+
+def _label_of(matcher: str) -> str:
+    found = _MATCHER.match(matcher)
+    if found is None:
+        raise ValueError(f"not a label matcher: {matcher!r}")
+    return found.group(1)
+
+
+def grouping(metric: Metric, by: str) -> str:
+    """` by (a, b) ` for an aggregation, after checking that `metric` has every label of `by`."""
+    labels = [label.strip() for label in by.split(",") if label.strip()]
+    missing = [label for label in labels if not metric.has(label)]
+    if missing:
+        raise ValueError(f"{metric.name} has no label {missing}")
+    return f" by ({', '.join(labels)}) " if labels else ""
+
+
+def rate_sum(metric: Metric, by: str = "", *matchers: str, window: str = RATE) -> str:
+    """`sum by (by) (rate(series{...}[window]))`: per-second, rate before sum, over every instance."""
+    return f"sum{grouping(metric, by)}(rate({selector(metric, *matchers)}[{window}]))"
+
+
+def increase_sum(metric: Metric, by: str = "", *matchers: str, window: str = RANGE) -> str:
+    """`sum by (by) (increase(series{...}[window]))`: the count over the window, every instance."""
+    return f"sum{grouping(metric, by)}(increase({selector(metric, *matchers)}[{window}]))"
+
+
+def gauge_sum(metric: Metric, by: str = "", *matchers: str) -> str:
+    """`sum by (by) (gauge{...})` across instances."""
+    return f"sum{grouping(metric, by)}({selector(metric, *matchers)})"
+
+
+def count(metric: Metric, *matchers: str) -> str:
+    """How many series of `metric` match (for build_info: how many processes)."""
+    return f"count({selector(metric, *matchers)})"
+
+
+def quantile(q: float, histogram: Metric, by: str = "", *matchers: str) -> str:
+    """A quantile over buckets summed across instances and every label not in `by`."""
+    keep = ", ".join(["le", *[label.strip() for label in by.split(",") if label.strip()]])
+    return f"histogram_quantile({q}, {rate_sum(histogram, keep, *matchers)})"
+
+
+def ratio(numerator: str, denominator: str) -> str:
+    """`numerator / denominator`, absent where either side is."""
+    return f"{numerator} / {denominator}"
+
+
+def zero_where(part: str, whole: str) -> str:
+    """`part`, with 0 for every series of `whole` that `part` lacks.
+
+    A labelled counter has no series before its first increment, so a selection with traffic
+    but no errors (or truncations, or cache hits) would show 'No data' instead of 0.
+    """
+    return f"({part} or 0 * {whole})"
+
+
+def share(part: str, whole: str) -> str:
+    """`part / whole`, 0 (not absent) where `whole` has series and `part` has none."""
+    return f"{zero_where(part, whole)} / {whole}"
+
+
+def per_hour(expr: str) -> str:
+    """A per-second rate as a per-hour one."""
+    return f"{expr} * 3600"
+
+
+def or_zero(expr: str) -> str:
+    """Counters with labels appear only after their first increment: show 0, not 'No data'."""
+    return f"{expr} or vector(0)"
+
+
+def topk(k: int, expr: str) -> str:
+    """The `k` largest series of `expr`."""
+    return f"topk({k}, {expr})"
