@@ -95,14 +95,11 @@ def make_proxy() -> Iterator[Callable[..., Proxied]]:
     started: list[ServerThread] = []
 
     def start(upstream_url: str, **settings: Any) -> Proxied:
-        kwargs = {k: settings.pop(k) for k in ("tracer_provider", "meter_provider") if k in settings}
+        kwargs = {k: settings.pop(k) for k in ("tracer_provider", "meter_provider", "strict") if k in settings}
+        kwargs.setdefault("strict", True)  # a telemetry failure fails the test, unless it is the test
         registry = CollectorRegistry()
         app = create_app(
-            Settings(upstream_url=upstream_url, **settings),
-            registry=registry,
-            otel_from_env=False,
-            strict=True,
-            **kwargs,
+            Settings(upstream_url=upstream_url, **settings), registry=registry, otel_from_env=False, **kwargs
         )
         server = ServerThread(app).start()
         started.append(server)

@@ -1,11 +1,21 @@
-"""Header policy, pure: what goes upstream and what comes back."""
+"""Header policy: what goes upstream and what comes back (pure), and Date/Server end to end."""
 
 from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import Proxied
+from fault_upstream import RawRequest, fault_upstream, http_response, refused_port
 from llmobs.proxy import headers as hp
+from llmobs.runner import ServerThread
 
 
 def test_hop_by_hop_own_host_and_length_are_dropped_the_rest_kept_in_order() -> None:
@@ -80,3 +90,53 @@ def test_policy_never_forwards_hop_by_hop_host_or_own_headers(headers: list[tupl
         assert not lower.startswith(b"x-llmobs-")
     kept = [h for h in headers if h in out]
     assert out == kept  # what survives keeps its order and bytes
+
+
+# -- Date and Server: singleton fields, relayed from upstream, added only when missing ------
+
+
+def raw_headers(url: str, path: str, method: str = "GET", body: bytes | None = None) -> list[tuple[str, str]]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return [(k.lower(), v) for k, v in response.getheaders()]
+    finally:
+        conn.close()
+
+
+def only(headers: list[tuple[str, str]], name: str) -> str:
+    values = [v for k, v in headers if k == name]
+    assert len(values) == 1, f"{name}: {values}"
+    return values[0]
+
+
+def test_the_upstreams_date_and_server_are_relayed_once(upstream: ServerThread, proxy: Proxied) -> None:
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    direct = raw_headers(upstream.url, "/v1/chat/completions", "POST", body)
+    proxied = raw_headers(proxy.url, "/v1/chat/completions", "POST", body)
+    assert only(proxied, "server") == only(direct, "server") == "uvicorn"
+    assert abs(parsedate_to_datetime(only(proxied, "date")) - parsedate_to_datetime(only(direct, "date"))).seconds < 5
+
+
+def test_without_upstream_date_and_server_the_proxy_adds_one_of_each(make_proxy: Callable[..., Proxied]) -> None:
+    async def bare(request: RawRequest, conn: Any) -> None:
+        await conn.send(http_response(200, b"{}"))  # no date, no server
+
+    with fault_upstream(bare) as server:
+        proxy = make_proxy(server.url)
+        headers = raw_headers(proxy.url, "/v1/models")
+    assert only(headers, "server") == "llmobs"
+    assert parsedate_to_datetime(only(headers, "date")).tzinfo is not None
+
+
+def test_the_proxys_own_answers_carry_one_date_and_one_server(make_proxy: Callable[..., Proxied]) -> None:
+    sock, port = refused_port()
+    with sock:
+        proxy = make_proxy(f"http://127.0.0.1:{port}")
+        for path in ("/v1/models", "/metrics", "/healthz"):  # a 502 of its own, and the admin routes
+            headers = raw_headers(proxy.url, path)
+            only(headers, "date")
+            assert only(headers, "server") in ("llmobs", "uvicorn")
