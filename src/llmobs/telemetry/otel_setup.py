@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
@@ -84,19 +86,7 @@ def _tracer_provider(
     on_dropped: Callable[[], None] | None,
     on_export_failed: Callable[[int], None] | None,
 ) -> SdkTracerProvider:
-    exporter: SpanExporter
-    if _protocol(env, "TRACES") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
-
-        exporter = GrpcSpanExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
-
-        exporter = OTLPSpanExporter()
+    exporter: SpanExporter = _exporter(env, "TRACES")
     processor = BoundedBatchSpanProcessor(
         exporter,
         max_queue_size=_positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
@@ -112,21 +102,22 @@ def _tracer_provider(
 
 
 def _meter_provider(env: Mapping[str, str], resource: Resource) -> SdkMeterProvider:
-    exporter: MetricExporter
-    if _protocol(env, "METRICS") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
-
-        exporter = GrpcMetricExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter,
-        )
-
-        exporter = OTLPMetricExporter()
+    exporter: MetricExporter = _exporter(env, "METRICS")
     # Interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT inside the reader.
     return SdkMeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
+
+
+_EXPORTERS = {"TRACES": ("trace_exporter", "OTLPSpanExporter"), "METRICS": ("metric_exporter", "OTLPMetricExporter")}
+
+
+def _exporter(env: Mapping[str, str], signal: str) -> Any:
+    """The OTLP exporter of a signal, over the protocol OTEL_EXPORTER_OTLP_[signal_]PROTOCOL names.
+
+    It reads its endpoint, headers, timeout and compression from os.environ itself.
+    """
+    module, name = _EXPORTERS[signal]
+    kind = "grpc" if _protocol(env, signal) == "grpc" else "http"
+    return getattr(importlib.import_module(f"opentelemetry.exporter.otlp.proto.{kind}.{module}"), name)()
 
 
 def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
