@@ -20,11 +20,13 @@ import functools
 import gzip
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmobs.proxy.asgi import Headers, Send
+from llmobs.sim.multipart import Upload
+from llmobs.sim.ratelimit import Spent
 
 SYSTEM_FINGERPRINT = "fp_llmobs_sim"
 SERVICE_TIER = "default"
@@ -44,6 +46,10 @@ class SimConfig:
     chunk_gap: float = 0.0
     output_tokens: int = 20
     embedding_dims: int = 8
+    # Rate-limit headers: per minute, per model, per simulator instance (see sim/ratelimit.py).
+    ratelimit_requests: int = 10_000
+    ratelimit_tokens: int = 2_000_000
+    ratelimit_output_tokens: int = 400_000  # Anthropic's separate output-token limit
 
 
 class SimulatedReset(Exception):
@@ -75,11 +81,25 @@ class Call:
     dialect: str = "openai"  # "openai" | "anthropic": error shape and header names
     headers: dict[bytes, bytes] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)  # path parameters (a batch id)
+    files: dict[str, list[Upload]] = field(default_factory=dict)  # multipart uploads by field name
+    azure: bool = False  # came in under /openai/deployments/{deployment}/
+    base_url: str = ""  # scheme://host of this request, for URLs an answer names
+    store: dict[str, Any] = field(default_factory=dict)  # the simulator instance's state (batches)
+    spent: Spent | None = None  # this model's rate-limit account
+    limit_headers: Callable[[Spent], Headers] | None = None  # the dialect's rate-limit headers
+
+    def charge(self, input_tokens: int, output_tokens: int) -> None:
+        """Count this answer's tokens against its model's rate limits (before the answer is sent)."""
+        if self.spent is not None:
+            self.spent.charge(input_tokens, output_tokens)
 
     def reply_headers(self) -> Headers:
-        """The request id header every answer to this call carries."""
+        """The request id and rate-limit headers every answer to this call carries."""
         name = b"request-id" if self.dialect == "anthropic" else b"x-request-id"
-        return [(name, self.request_id.encode())]
+        headers = [(name, self.request_id.encode())]
+        if self.spent is not None and self.limit_headers is not None:
+            headers.extend(self.limit_headers(self.spent))
+        return headers
 
 
 # ---------------------------------------------------------------------------- counting

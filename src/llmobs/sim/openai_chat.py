@@ -18,6 +18,7 @@ Rules, on top of the token rule in ``sim/common.py``:
 * Streams carry usage only with ``stream_options.include_usage``: one extra chunk with
   ``choices: []`` before ``data: [DONE]``, every other chunk then has ``"usage": null``.
 * Timing: headers at once, ``ttft`` before the first chunk, ``chunk_gap`` between token chunks.
+* Azure paths add the content filter results described in ``sim/azure.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from typing import Any
 
 from llmobs.proxy.asgi import Send, openai_error
+from llmobs.sim import azure
 from llmobs.sim.common import (
     FAULT_CHUNKS,
     SERVICE_TIER,
@@ -91,6 +93,7 @@ def _chat_message(p: Plan, index: int) -> dict[str, Any]:
 async def chat(call: Call, send: Send, fault: str | None) -> None:
     """POST chat/completions."""
     p = make_plan(call, chat_prompt_tokens(call.body), rich=True)
+    call.charge(p.prompt, p.output)
     created = int(time.time())
     cid = new_id("chatcmpl-")
     if not call.stream:
@@ -104,6 +107,10 @@ async def chat(call: Call, send: Send, fault: str | None) -> None:
             "service_tier": SERVICE_TIER,
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
+        if call.azure:
+            obj["prompt_filter_results"] = azure.prompt_filter_results()
+            for choice in obj["choices"]:
+                choice["content_filter_results"] = azure.FILTER_RESULTS
         if fault != "sim-no-usage":
             obj["usage"] = chat_usage(p)
         await send_json(send, 200, obj, call)
@@ -150,7 +157,18 @@ async def chat(call: Call, send: Send, fault: str | None) -> None:
     last = frame("{}", f'"{p.chat_finish}"')
     if with_usage:
         last += f'{base}"choices":[],"usage":{dumps(chat_usage(p))}}}\n\n'
-    await _play(call, send, frame(role), steps, last, fault)
+    first = frame(role)
+    if call.azure:  # Azure's first chunk: the prompt's filter results, no choices, empty id and model
+        prelude = {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": azure.prompt_filter_results(),
+        }
+        first = f"data: {dumps(prelude)}\n\n" + first
+    await _play(call, send, first, steps, last, fault)
 
 
 def include_usage(body: dict[str, Any]) -> bool:
@@ -187,6 +205,7 @@ async def _play(call: Call, send: Send, first: str, steps: list[str], last: str,
 async def legacy(call: Call, send: Send, fault: str | None) -> None:
     """POST completions (legacy text completions)."""
     p = make_plan(call, words(call.body.get("prompt")), rich=False)
+    call.charge(p.prompt, p.output)
     finish = "length" if p.truncated else "stop"
     created = int(time.time())
     cid = new_id("cmpl-")

@@ -51,7 +51,6 @@ async def embeddings(call: Call, send: Send, fault: str | None) -> None:
         raise BadRequest(
             f"Invalid 'encoding_format': expected 'float' or 'base64', got {encoding!r}.", "encoding_format"
         )
-    await asyncio.sleep(call.config.ttft)
     data = []
     for i in range(len(inputs)):
         vec = _vector(i, dims)
@@ -63,7 +62,9 @@ async def embeddings(call: Call, send: Send, fault: str | None) -> None:
             }
         )
     prompt = sum(words(v) for v in inputs)
+    call.charge(prompt, 0)
     obj: dict[str, Any] = {"object": "list", "data": data, "model": call.model}
+    await asyncio.sleep(call.config.ttft)
     if fault != "sim-no-usage":
         obj["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
     await send_json(send, 200, obj, call)

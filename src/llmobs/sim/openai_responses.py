@@ -192,6 +192,7 @@ def _all_item_events(seq: _Seq, p: Plan, output: list[dict[str, Any]]) -> Iterat
 async def responses(call: Call, send: Send, fault: str | None) -> None:
     """POST responses."""
     p = make_plan(call, responses_prompt_tokens(call.body), rich=True)
+    call.charge(p.prompt, p.output)
     items = _response_items(p)
     output = [items.reasoning, items.main] if items.reasoning else [items.main]
     rid, created = new_id("resp_"), int(time.time())
