@@ -84,6 +84,7 @@ def test_sdk_text_response_event_order_and_usage(client: openai.OpenAI) -> None:
         "conversation.item.added",
         "conversation.item.done",
         "response.created",
+        "rate_limits.updated",
         "response.output_item.added",
         "conversation.item.added",
         "response.content_part.added",
@@ -185,15 +186,15 @@ def test_max_output_tokens_ends_incomplete(srv: ServerThread) -> None:
     assert [e["delta"] for e in events if e["type"] == "response.output_audio_transcript.delta"] == ["tok1 ", "tok2 "]
 
 
-def test_rate_limits_updated_follows_each_response(srv: ServerThread) -> None:
+def test_rate_limits_updated_starts_each_response(srv: ServerThread) -> None:
     with connect(ws_url(srv, "model=rl-realtime")) as ws:
         recv(ws)
         remaining = []
         for _ in range(2):
             send(ws, "response.create", response={"output_modalities": ["text"]})
+            created, limits = recv(ws), recv(ws)
+            assert (created["type"], limits["type"]) == ("response.created", "rate_limits.updated")
             until(ws, "response.done")
-            limits = recv(ws)
-            assert limits["type"] == "rate_limits.updated"
             remaining.append({r["name"]: r["remaining"] for r in limits["rate_limits"]})
     assert remaining == [{"requests": 9999, "tokens": 2_000_000 - 3}, {"requests": 9998, "tokens": 2_000_000 - 3 - 6}]
 
@@ -253,6 +254,12 @@ def test_handshake_is_refused_with_an_http_error(srv: ServerThread, query: str, 
     response = info.value.response
     assert response.status_code == status
     assert json.loads(response.body or b"")["error"]["type"] == "invalid_request_error"
+
+
+def test_azure_deployment_query_names_the_served_model(srv: ServerThread) -> None:
+    url = srv.url.replace("http://", "ws://") + "/openai/realtime?api-version=2025-04-01-preview&deployment=my-gpt4o"
+    with connect(url) as ws:
+        assert recv(ws)["session"]["model"] == "gpt-4o-2024-08-06"
 
 
 def test_output_tokens_header_on_the_upgrade_request(srv: ServerThread) -> None:

@@ -277,15 +277,14 @@ async def send_json(send: Send, status: int, obj: Any, call: Call, extra: Header
 class Stream:
     """Buffers SSE frames and writes them together at each pause, to keep sends few."""
 
-    def __init__(self, send: Send, call: Call, content_type: tuple[bytes, bytes] = SSE) -> None:
+    def __init__(self, send: Send, call: Call) -> None:
         self._send = send
         self._buf: list[str] = []
         self._call = call
-        self._content_type = content_type
 
     async def start(self) -> None:
-        extra = [NO_CACHE] if self._content_type == SSE else []
-        headers = [self._content_type, *extra, *self._call.reply_headers()]
+        # Headers go out at once; rate-limit headers already count this call's tokens.
+        headers = [SSE, NO_CACHE, *self._call.reply_headers()]
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
     def add(self, frame: str) -> None:

@@ -1,8 +1,8 @@
 """OpenAI Realtime over WebSocket (``GET .../realtime?model=...``), with the GA event names.
 
-Handshake: the ``model`` query parameter (Azure: ``deployment``) is required, else the upgrade
-is refused with HTTP 400 and an OpenAI error body; ``sim-error-<status>`` refuses with that
-status. The subprotocol ``realtime`` is selected when offered (browsers also offer
+Handshake: the ``model`` query parameter (Azure: ``deployment``, whose model comes from the
+table in ``sim/azure.py``) is required, else the upgrade is refused with HTTP 400 and an
+OpenAI error body; ``sim-error-<status>`` refuses with that status. The subprotocol ``realtime`` is selected when offered (browsers also offer
 ``openai-insecure-api-key.<key>``, which is accepted and not checked). The first event is
 ``session.created``; the session's defaults are ``output_modalities: ["audio"]``, empty
 ``instructions``, ``max_output_tokens: "inf"`` and no turn detection: responses are made only
@@ -16,12 +16,13 @@ Client event -> server events:
 * ``input_audio_buffer.append`` -> nothing; ``.commit`` -> ``input_audio_buffer.committed``,
   then the new user audio item's ``conversation.item.added`` / ``.done`` (an empty buffer is an
   ``error``); ``.clear`` -> ``input_audio_buffer.cleared``.
-* ``response.create`` -> ``response.created``, ``response.output_item.added``,
+* ``response.create`` -> ``response.created``, ``rate_limits.updated`` (documented as sent "at
+  the beginning of a Response"), ``response.output_item.added``,
   ``conversation.item.added``, ``response.content_part.added``, per token either
   ``response.output_text.delta`` or ``response.output_audio_transcript.delta`` +
   ``response.output_audio.delta``, the matching ``.done`` events,
   ``response.content_part.done``, ``response.output_item.done``, ``conversation.item.done``,
-  ``response.done`` (with ``usage``), ``rate_limits.updated``. ``ttft`` before the first delta,
+  ``response.done`` (with ``usage``). ``ttft`` before the first delta,
   ``chunk_gap`` between tokens. ``response.conversation: "none"`` keeps the output out of the
   conversation.
 * ``response.cancel`` -> ``error`` ``response_cancel_not_active`` (a response is finished
@@ -43,8 +44,8 @@ Token rule, per response (``AUDIO_BYTES_PER_TOKEN`` = 4800, i.e. 100 ms of 24 kH
   tokens (one ``output_audio.delta`` of ``AUDIO_BYTES_PER_TOKEN`` zero bytes each), so
   ``output_tokens`` = 2N. ``max_output_tokens`` caps ``output_tokens`` (audio: N = cap // 2);
   a cut answer ends ``status: incomplete``, ``status_details.reason: max_output_tokens``.
-* Rate limits: each ``response.create`` spends one request and its tokens from the model's
-  account (``sim/ratelimit.py``), reported by ``rate_limits.updated``.
+* Rate limits: each ``response.create`` spends one request and its tokens (known in advance)
+  from the model's account (``sim/ratelimit.py``), reported by ``rate_limits.updated``.
 
 Fault model ``sim-ws-drop``: right after the first ``response.done`` is written, the TCP
 connection is aborted without a close frame (the client sees close code 1006).
@@ -63,6 +64,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from llmobs.proxy.asgi import Receive, Scope, Send, openai_error
+from llmobs.sim import azure
 from llmobs.sim.common import SimConfig, dumps, new_id, tokens, words
 from llmobs.sim.ratelimit import RateLimits
 
@@ -275,6 +277,7 @@ class _Session:
             "metadata": options.get("metadata"),
         }
         await self.event("response.created", response=response)
+        await self.event("rate_limits.updated", rate_limits=self.limits.realtime_event_limits(spent))
         item = await self._output_item(rid, n, audio, in_conversation)
         done = response | {"status": "incomplete" if truncated else "completed", "output": [item], "usage": usage}
         if truncated:
@@ -283,7 +286,6 @@ class _Session:
         self.responses += 1
         if self.model == "sim-ws-drop" and self.responses == 1:
             raise _Drop
-        await self.event("rate_limits.updated", rate_limits=self.limits.realtime_event_limits(spent))
 
     async def _output_item(self, rid: str, n: int, audio: bool, in_conversation: bool) -> dict[str, Any]:
         item_id = new_id("item_")
@@ -361,7 +363,8 @@ async def serve(scope: Scope, receive: Receive, send: Send, config: SimConfig, l
     if (await receive())["type"] != "websocket.connect":
         return
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    model = (query.get("model") or query.get("deployment") or [None])[0]
+    deployment = query.get("deployment")
+    model = azure.served_model(deployment[0]) if deployment else (query.get("model") or [None])[0]
     if model is None:
         await _refuse(scope, send, 400, "Missing required parameter: 'model'.", "model")
         return
