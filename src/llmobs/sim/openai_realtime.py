@@ -2,8 +2,9 @@
 
 Handshake: the ``model`` query parameter (Azure: ``deployment``, whose model comes from the
 table in ``sim/azure.py``) is required, else the upgrade is refused with HTTP 400 and an
-OpenAI error body; ``sim-error-<status>`` refuses with that status. The subprotocol ``realtime`` is selected when offered (browsers also offer
-``openai-insecure-api-key.<key>``, which is accepted and not checked). The first event is
+OpenAI error body; ``sim-error-<status>`` refuses with that status. The subprotocol
+``realtime`` is selected when offered (browsers also offer ``openai-insecure-api-key.<key>``,
+which is accepted and not checked). The first event is
 ``session.created``; the session's defaults are ``output_modalities: ["audio"]``, empty
 ``instructions``, ``max_output_tokens: "inf"`` and no turn detection: responses are made only
 on ``response.create``.
