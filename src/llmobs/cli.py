@@ -47,6 +47,7 @@ def _simulate(args: argparse.Namespace) -> int:
         port=args.port,
         loop="uvloop",
         http="httptools",
+        ws="auto",  # WebSocket upgrades (Realtime) through the websockets package, a dependency
         log_level="warning",
         access_log=False,
     )
