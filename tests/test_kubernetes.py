@@ -658,6 +658,30 @@ def test_kubernetes_readme_covers_every_overlay_and_names_real_paths() -> None:
     assert REGENERATE in readme
 
 
+def test_the_readme_overlay_example_renders_and_validates(tmp_path: Path) -> None:
+    readme = (K8S / "README.md").read_text()
+    (example,) = re.findall(r"```yaml\n# kustomization.yaml\n(.*?)```", readme, re.S)
+    resource = re.search(r"^  - (\S*)deploy/kubernetes/(\S+)$", example, re.M)
+    assert resource, "the example names an overlay of this repository"
+    here = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(example.replace(resource.group(1) + "deploy/kubernetes", here))
+    result = subprocess.run([kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rendered = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    for obj in rendered:
+        assert not schema_errors(obj, KUBERNETES_VERSIONS[-1]), (obj["kind"], schema_errors(obj, "1.37"))
+    (monitor,) = [o for o in rendered if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "llmobs"]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["authorization"]["credentials"]["key"] == "admin-token"
+    admin_token = next(e for e in containers()["llmobs"]["env"] if e["name"] == "LLMOBS_ADMIN_TOKEN")
+    assert admin_token["valueFrom"]["secretKeyRef"]["key"] == "admin-token"
+    (deployment,) = [o for o in rendered if o["kind"] == "Deployment" and o["metadata"]["name"] == "llmobs"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("registry.example.com/")
+    (config,) = [o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("llmobs-config-")]
+    assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
+    assert config["data"]["LLMOBS_UPSTREAM_URL"] != settings_env()["LLMOBS_UPSTREAM_URL"]
+
+
 def readme_section(title: str) -> str:
     text = (ROOT / "README.md").read_text()
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", text, re.M | re.S)
