@@ -571,6 +571,20 @@ def test_labels_and_namespace(target: str) -> None:
             assert "app.kubernetes.io/instance" in labels, where
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_add_to_the_base_and_change_no_label_of_it(overlay: str) -> None:
+    """A component's transformers reach every object of the overlay: none may relabel the base."""
+    rendered = {(o["kind"], o["metadata"]["name"]): o for o in render(f"overlays/{overlay}")}
+    for obj in render("base"):
+        key = (obj["kind"], obj["metadata"]["name"])
+        assert key in rendered, f"{overlay} lost {key}"
+        labels = rendered[key]["metadata"].get("labels", {})
+        changed = {k: (v, labels.get(k)) for k, v in obj["metadata"].get("labels", {}).items() if labels.get(k) != v}
+        assert not changed, f"{overlay} relabels {key}: {changed}"
+        if obj["kind"] == "Deployment":
+            assert rendered[key]["spec"] == obj["spec"], f"{overlay} changes {key}"
+
+
 def test_images_are_pinned() -> None:
     images = {name: c["image"] for name, c in containers().items()}
     for name, image in images.items():

@@ -95,27 +95,30 @@ def dashboard_configmap_name(source: Path) -> str:
     return f"llmobs-dashboard-{source.stem}"
 
 
-def dashboards_kustomization(sources: list[Path]) -> str:
-    generators = "".join(
-        f"  - name: {dashboard_configmap_name(s)}\n"
+def dashboard_generator(source: Path) -> str:
+    labels = "".join(f"        {k}: {v}\n" for k, v in LABELS.items())
+    return (
+        f"  - name: {dashboard_configmap_name(source)}\n"
         f"    files:\n"
-        f"      - dashboards/{s.name}\n"
+        f"      - dashboards/{source.name}\n"
         f"    options:\n"
         f"      disableNameSuffixHash: true   # one stable name: the sidecar never sees two copies\n"
         f"      labels:\n"
         f'        grafana_dashboard: "1"      # the Grafana sidecar\'s default label\n'
+        f"{labels}"
         f"      annotations:\n"
         f"        grafana_folder: llmobs      # used when sidecar.dashboards.folderAnnotation is set\n"
-        for s in sources
     )
+
+
+def dashboards_kustomization(sources: list[Path]) -> str:
     return (
         _header(_relative(DASHBOARDS_DIR) + "/*.json")
-        + "# The dashboards as ConfigMaps for the Grafana sidecar (grafana/k8s-sidecar).\n"
+        + "# The dashboards as ConfigMaps for the Grafana sidecar (grafana/k8s-sidecar). Labels go on\n"
+        + "# each generator: a component's `labels:` would relabel everything the overlay holds.\n"
         + "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n"
-        + "labels:\n  - pairs:\n"
-        + "".join(f"      {k}: {v}\n" for k, v in LABELS.items())
         + "configMapGenerator:\n"
-        + generators
+        + "".join(dashboard_generator(s) for s in sources)
     )
 
 
