@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
-
-from prometheus_client.parser import text_string_to_metric_families
 
 
 @dataclass(frozen=True)
@@ -46,14 +45,60 @@ class Samples:
         return self.sum_by(histogram + "_bucket", *labels, "le")
 
 
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_SAMPLE = re.compile(rf"({_NAME})[ \t]*(?:\{{(.*)\}})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*")
+_LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
+_ESCAPE = re.compile(r"\\(.)")
+_UNESCAPED = {"n": "\n", "\\": "\\", '"': '"'}
+_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
+
+
 def read_metrics(text: str) -> Samples:
-    """Parse a /metrics page."""
-    samples = [
-        Sample(s.name, dict(s.labels), s.value, family.type)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    ]
+    """Parse a /metrics page in the Prometheus text format (what /metrics serves without an
+    OpenMetrics `Accept`); raises ValueError on a line that is not one.
+
+    Written for speed: prometheus_client's parser takes over half a second for the 18,000
+    lines of 200 models and 10 tenants, and `llmobs top` parses a page every second.
+    """
+    kinds: dict[str, str] = {}
+    samples = []
+    # Lines end at \n only: str.splitlines would also cut at \x85 or \u2028 inside a label value.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) == 4 and parts[1] == "TYPE":
+                kinds[parts[2]] = parts[3]
+            continue
+        match = _SAMPLE.fullmatch(line)
+        if match is None:
+            raise ValueError(f"line {number} is not a sample: {line[:80]!r}")
+        name, labels, value = match.groups()
+        samples.append(Sample(name, _labels(labels, number) if labels else {}, float(value), _kind(name, kinds)))
     return Samples(samples)
+
+
+def _labels(text: str, number: int) -> dict[str, str]:
+    labels, end = {}, 0
+    for match in _LABEL.finditer(text):
+        if match.start() != end:
+            break
+        labels[match[1]] = _ESCAPE.sub(lambda m: _UNESCAPED.get(m[1], m[0]), match[2])
+        end = match.end()
+    if end != len(text):
+        raise ValueError(f"line {number} has malformed labels: {text[:80]!r}")
+    return labels
+
+
+def _kind(name: str, kinds: dict[str, str]) -> str:
+    """The type of the family a sample belongs to: counters are declared with or without `_total`."""
+    kind = kinds.get(name)
+    if kind is not None:
+        return kind
+    family = next((name.removesuffix(s) for s in _SUFFIXES if name.endswith(s)), name)
+    return kinds.get(family, "untyped")
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
