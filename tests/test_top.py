@@ -2,12 +2,119 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmobs.dev.harness import ServerThread
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
+from llmobs.top.columns import BY_KEY, sort_rows
+from llmobs.top.fetch import ScrapeError, fetch, metrics_url
+from llmobs.top.monitor import Monitor, Scrape
+from llmobs.top.render import screen_lines, table
 from llmobs.top.samples import read_metrics
+from llmobs.top.stats import Row, Snapshot, snapshot
+from llmobs.top.view import View
+from llmobs.top.window import window
+from servers import free_port
+
+# ---------------------------------------------------------------- hand-written scrapes
+
+
+def counter(name: str, *series: tuple[str, float]) -> str:
+    return f"# TYPE {name} counter\n" + "".join(f"{name}{{{labels}}} {value}\n" for labels, value in series)
+
+
+def gauge(name: str, *series: tuple[str, float]) -> str:
+    return f"# TYPE {name} gauge\n" + "".join(f"{name}{{{labels}}} {value}\n" for labels, value in series)
+
+
+def histogram(name: str, *series: tuple[str, dict[float, float]]) -> str:
+    """Cumulative bucket counts per `le`; the +Inf bucket is the count."""
+    lines = [f"# TYPE {name} histogram"]
+    for labels, buckets in series:
+        for le, count in buckets.items():
+            lines.append(f'{name}_bucket{{{labels},le="{"+Inf" if math.isinf(le) else le}"}} {count}')
+        lines.append(f"{name}_count{{{labels}}} {buckets[math.inf]}")
+    return "\n".join(lines) + "\n"
+
+
+INF = math.inf
+GPT = 'endpoint="chat_completions",model="gpt-4o"'
+EMB = 'endpoint="embeddings",model="emb"'
+
+
+def page(
+    ok: float = 100,
+    failed: float = 10,
+    emb: float = 50,
+    tokens: tuple[float, float, float, float] = (1000, 500, 400, 100),
+    cost: float = 1.0,
+    duration: dict[float, float] | None = None,
+    finish: tuple[float, float] = (80, 20),
+    extra: str = "",
+) -> str:
+    """A /metrics page: gpt-4o (tenant team-a) with `ok` completed and `failed` 429 requests,
+    emb (tenant team-b) with `emb` requests; tokens are (input, output, cache_read, reasoning)."""
+    input_, output, cache_read, reasoning = tokens
+    return (
+        counter(
+            "llmobs_requests_total",
+            (f'{GPT},tenant="team-a",stream="true",status_code="200",outcome="completed"', ok),
+            (f'{GPT},tenant="team-a",stream="false",status_code="429",outcome="upstream_error"', failed),
+            (f'{EMB},tenant="team-b",stream="false",status_code="200",outcome="completed"', emb),
+        )
+        + gauge("llmobs_requests_in_flight", ('endpoint="chat_completions"', 2), ('endpoint="embeddings"', 0))
+        + histogram(
+            "llmobs_request_duration_seconds",
+            (f'{GPT},stream="true"', duration or {0.1: 0, 1.0: 0, 10.0: 110, INF: 110}),
+        )
+        + counter(
+            "llmobs_tokens_total",
+            (f'{GPT},tenant="team-a",type="input"', input_),
+            (f'{GPT},tenant="team-a",type="output"', output),
+            (f'{GPT},tenant="team-a",type="cache_read"', cache_read),
+            (f'{GPT},tenant="team-a",type="reasoning"', reasoning),
+            (f'{EMB},tenant="team-b",type="input"', 300),
+        )
+        + counter(
+            "llmobs_finish_reasons_total",
+            (f'{GPT},reason="stop"', finish[0]),
+            (f'{GPT},reason="length"', finish[1]),
+        )
+        + counter("llmobs_cost_usd_total", ('model="gpt-4o",tenant="team-a"', cost))
+        + extra
+    )
+
+
+BEFORE = page()
+# Two seconds later: gpt-4o got 10 completed and 10 failed requests, all fast; emb got none.
+AFTER = page(
+    ok=110,
+    failed=20,
+    tokens=(1200, 600, 500, 150),
+    cost=1.01,
+    duration={0.1: 20, 1.0: 20, 10.0: 130, INF: 130},
+    finish=(95, 25),
+)
+
+
+def model_row(before: str | None, after: str, name: str = "gpt-4o", seconds: float = 2.0) -> Row:
+    win = window(read_metrics(before), read_metrics(after), seconds) if before is not None else None
+    return next(row for row in snapshot(read_metrics(after), win).by_model if row.name == name)
+
+
+# ---------------------------------------------------------------- the figures
+
+
+def test_samples_keep_their_family_type() -> None:
+    kinds = {s.name: s.kind for s in read_metrics(BEFORE).samples}
+    assert kinds["llmobs_requests_total"] == "counter"
+    assert kinds["llmobs_requests_in_flight"] == "gauge"
+    assert kinds["llmobs_request_duration_seconds_bucket"] == "histogram"
 
 
 def test_read_metrics_agrees_with_prometheus_client_on_hostile_label_values() -> None:
@@ -31,3 +138,199 @@ def test_read_metrics_agrees_with_prometheus_client_on_hostile_label_values() ->
 def test_read_metrics_rejects_what_is_not_the_text_format(text: str) -> None:
     with pytest.raises(ValueError, match="line 1"):
         read_metrics(text)
+
+
+def test_rates_are_over_the_window_between_two_scrapes() -> None:
+    row = model_row(BEFORE, AFTER)
+    assert row.requests == 130  # since the proxy started
+    assert row.rps == pytest.approx(10.0)  # 20 requests in 2 s
+    assert row.error_rate == pytest.approx(0.5)  # 10 of the 20 were not `completed`
+    assert row.usd_per_hour == pytest.approx(0.01 / 2 * 3600)
+    assert row.finish == (("stop", 0.75), ("length", 0.25))
+
+
+def test_tokens_per_second_count_input_and_output_only() -> None:
+    # cache_read is part of input and reasoning part of output: (200 + 100) / 2 s, not (200 + 100 + 100 + 50) / 2.
+    assert model_row(BEFORE, AFTER).tokens_per_s == pytest.approx(150.0)
+
+
+def test_quantiles_are_over_the_window_not_since_start() -> None:
+    row = model_row(BEFORE, AFTER)
+    # The window's 20 requests all took under 0.1 s; since start, 110 of 130 took up to 10 s.
+    assert row.p50 == pytest.approx(0.05)
+    assert row.p95 == pytest.approx(0.095)
+    assert row.ttft_p50 is None  # no TTFT observed at all
+
+
+def test_empty_window_has_zero_rates_and_no_quantiles_or_error_rate() -> None:
+    row = model_row(AFTER, AFTER)
+    assert (row.rps, row.tokens_per_s, row.usd_per_hour) == (0.0, 0.0, 0.0)
+    assert (row.error_rate, row.p50, row.p95) == (None, None, None)
+    assert row.finish == ()
+
+
+def test_single_scrape_has_totals_but_no_rates() -> None:
+    row = model_row(None, AFTER)
+    assert row.requests == 130
+    assert (row.rps, row.error_rate, row.tokens_per_s, row.p95) == (None, None, None, None)
+
+
+def test_counter_that_went_back_restarted_from_zero() -> None:
+    restarted = page(ok=3, failed=1, tokens=(30, 20, 0, 0), cost=0.002, finish=(4, 0))
+    win = window(read_metrics(AFTER), read_metrics(restarted), 2.0)
+    assert win.reset
+    row = model_row(AFTER, restarted)
+    assert row.rps == pytest.approx(2.0)  # 3 + 1 new requests, not 4 - 130
+    assert row.tokens_per_s == pytest.approx(25.0)
+    assert row.usd_per_hour == pytest.approx(0.002 / 2 * 3600)
+    assert not window(read_metrics(BEFORE), read_metrics(AFTER), 2.0).reset
+
+
+def test_histogram_restarts_as_a_whole_not_bucket_by_bucket() -> None:
+    before = page(duration={0.1: 4, 1.0: 4, 10.0: 9, INF: 9})
+    # Restarted, then 6 fast requests: the le=0.1 bucket went up (4 -> 6) although it restarted too.
+    after = page(duration={0.1: 6, 1.0: 6, 10.0: 6, INF: 6})
+    row = model_row(before, after)
+    assert row.p50 == pytest.approx(0.05) and row.p95 == pytest.approx(0.095)
+
+
+def test_series_new_in_the_window_counts_from_zero() -> None:
+    # llmobs creates a series at its first observation: a new model's first requests count.
+    new = counter(
+        "llmobs_requests_total",
+        ('endpoint="chat_completions",model="gpt-new",tenant="team-c",stream="false",'
+         'status_code="200",outcome="completed"', 4),
+    )  # fmt: skip
+    assert model_row(BEFORE, page(extra=new), name="gpt-new").rps == pytest.approx(2.0)
+
+
+def test_unknown_is_none_not_zero() -> None:
+    emb = model_row(BEFORE, AFTER, name="emb")
+    assert emb.usd_per_hour is None  # never priced
+    assert emb.tokens_per_s == 0.0  # usage was reported, just none in the window
+    assert emb.error_rate is None and emb.p50 is None
+
+
+def test_tenant_rows_carry_only_what_has_a_tenant_label() -> None:
+    snap = snapshot(read_metrics(AFTER), window(read_metrics(BEFORE), read_metrics(AFTER), 2.0))
+    assert [row.name for row in snap.by_tenant] == ["team-a", "team-b"]  # no "" row from per-model metrics
+    team_a = snap.by_tenant[0]
+    assert team_a.rps == pytest.approx(10.0) and team_a.tokens_per_s == pytest.approx(150.0)
+    assert team_a.p50 is None and team_a.finish == ()
+
+
+def test_totals_and_in_flight() -> None:
+    snap = snapshot(read_metrics(AFTER), window(read_metrics(BEFORE), read_metrics(AFTER), 2.0))
+    assert snap.total.requests == 180 and snap.total.rps == pytest.approx(10.0)
+    assert snap.total.tokens_per_s == pytest.approx(150.0) and snap.total.p50 == pytest.approx(0.05)
+    assert snap.in_flight == {"chat_completions": 2.0, "embeddings": 0.0}
+
+
+# ---------------------------------------------------------------- sorting, keys, text
+
+
+def rows(*values: tuple[str, float | None]) -> tuple[Row, ...]:
+    return tuple(Row(name, 0.0, rps=rps) for name, rps in values)
+
+
+def test_sort_puts_unknown_last_either_way_and_breaks_ties_by_name() -> None:
+    some = rows(("b", 1.0), ("a", None), ("c", 5.0), ("d", 1.0))
+    assert [r.name for r in sort_rows(some, BY_KEY["rps"], descending=True)] == ["c", "b", "d", "a"]
+    assert [r.name for r in sort_rows(some, BY_KEY["rps"], descending=False)] == ["b", "d", "c", "a"]
+    assert [r.name for r in sort_rows(some, BY_KEY["name"], descending=False)] == ["a", "b", "c", "d"]
+
+
+def test_keys_change_the_view() -> None:
+    view = View()
+    assert (view.by, view.sort, view.descending) == ("model", "rps", True)
+    assert view.on_key(">") == View(sort="error_rate")
+    assert view.on_key("right") == View(sort="error_rate")
+    assert view.on_key("<") == View(sort="requests")
+    assert view.on_key("<").on_key("<") == View(sort="name", descending=False)  # type: ignore[union-attr]
+    assert view.on_key("r") == View(descending=False)
+    assert view.on_key("t") == View(by="tenant") and view.on_key("tab") == View(by="tenant")
+    assert view.on_key("x") == view
+    assert view.on_key("q") is None and view.on_key("Q") is None
+
+
+def test_tenant_view_falls_back_from_a_per_model_sort_column() -> None:
+    assert View(sort="p95").on_key("t") == View(by="tenant", sort="rps")
+    assert View(sort="tokens_per_s", descending=False).on_key("t") == View(
+        by="tenant", sort="tokens_per_s", descending=False
+    )
+    last = View(by="tenant", sort="usd_per_hour").on_key(">")
+    assert last == View(by="tenant", sort="name", descending=False)  # wraps, skipping the per-model columns
+
+
+def test_names_from_clients_cannot_drive_the_terminal() -> None:
+    hostile, long, unnamed = Row("evil\x1b[2J\x1b]0;pwned\x07", 1.0), Row("m" * 50, 2.0), Row("", 3.0)
+    snap = Snapshot(Row("all", 6.0), {}, by_model=(hostile, long, unnamed), by_tenant=())
+    text = "\n".join(line.text for line in table(snap, View()))
+    assert "\x1b" not in text and "\x07" not in text and "evil?[2J?]0;pwned?" in text
+    assert "m" * 31 + "~" in text and "m" * 32 not in text
+    assert "(none)" in text  # a request that named no model
+
+
+def test_tenant_table_has_no_per_model_columns() -> None:
+    snap = snapshot(read_metrics(AFTER), window(read_metrics(BEFORE), read_metrics(AFTER), 2.0))
+    titles = table(snap, View(by="tenant"))[1].text.split()
+    assert titles == ["TENANT", "REQS", "*REQ/S", "ERR%", "TOK/S", "$/H"]
+    assert table(snap, View())[1].text.split()[-1] == "FINISH"
+
+
+def test_monitor_keeps_the_figures_through_a_failed_scrape() -> None:
+    monitor = Monitor()
+    monitor.feed(Scrape(at=10.0, clock="12:00:00", text=BEFORE))
+    assert monitor.status == "ok; rates after the next scrape"
+    monitor.feed(Scrape(at=11.0, clock="12:00:01", error="HTTP 401: wrong admin token (--token or LLMOBS_ADMIN_TOKEN)"))
+    assert monitor.snapshot is not None and monitor.snapshot.total.requests == 160
+    lines = [line.text for line in screen_lines("http://x/metrics", monitor, View())]
+    assert "refreshed 12:00:00  FAILED at 12:00:01: HTTP 401: wrong admin token" in lines[0]
+    assert any(line.startswith("gpt-4o") for line in lines)
+    monitor.feed(Scrape(at=12.0, clock="12:00:02", text=AFTER))
+    assert monitor.error is None and monitor.snapshot.seconds == 2.0  # from the last good scrape
+    assert monitor.status == "ok, window 2.0s"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("<html><body>Grafana</body></html>", "not a Prometheus metrics page"),
+        ("# TYPE up gauge\nup 1\n", "no llmobs metrics on this page"),
+    ],
+)
+def test_monitor_rejects_pages_that_are_not_llmobs_metrics(text: str, error: str) -> None:
+    monitor = Monitor()
+    monitor.feed(Scrape(at=1.0, clock="12:00:00", text=text))
+    assert monitor.snapshot is None and monitor.error is not None and monitor.error.startswith(error)
+
+
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("http://127.0.0.1:4000/metrics", "http://127.0.0.1:4000/metrics"),
+        ("http://127.0.0.1:4000", "http://127.0.0.1:4000/metrics"),
+        ("http://127.0.0.1:4000/", "http://127.0.0.1:4000/metrics"),
+        ("127.0.0.1:9100", "http://127.0.0.1:9100/metrics"),
+        ("https://obs.example/llmobs/", "https://obs.example/llmobs/metrics"),
+    ],
+)
+def test_metrics_url_accepts_a_base_url(given: str, url: str) -> None:
+    assert metrics_url(given) == url
+
+
+def test_metrics_url_rejects_other_schemes() -> None:
+    with pytest.raises(ValueError, match="must be an http"):
+        metrics_url("ftp://host/metrics")
+
+
+def test_fetch_says_why_it_failed_and_never_shows_the_token(upstream: ServerThread, make_proxy: Any) -> None:
+    with pytest.raises(ScrapeError, match="unreachable: .*Connection refused"):
+        fetch(f"http://127.0.0.1:{free_port()}/metrics", timeout=1)
+    locked = make_proxy(upstream.url + "/v1", admin_token="right-token-123")
+    with pytest.raises(ScrapeError, match="HTTP 401: an admin token is required") as missing:
+        fetch(locked.url + "/metrics")
+    with pytest.raises(ScrapeError, match="HTTP 401: wrong admin token") as wrong:
+        fetch(locked.url + "/metrics", token="wrong-token-456")
+    assert "wrong-token-456" not in str(wrong.value) and "right-token" not in str(missing.value)
+    assert "llmobs_build_info" in fetch(locked.url + "/metrics", token="right-token-123")
