@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx2 as httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import llmobs
+from conftest import Proxied, sdk_client
 from llmobs.dev.harness import ServerThread
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
 from llmobs.top.columns import BY_KEY, sort_rows
@@ -20,6 +34,9 @@ from llmobs.top.stats import Row, Snapshot, snapshot
 from llmobs.top.view import View
 from llmobs.top.window import window
 from servers import free_port
+
+T = TypeVar("T")
+SRC = str(Path(llmobs.__file__).resolve().parents[1])  # the llmobs this test imports, for the subprocesses
 
 # ---------------------------------------------------------------- hand-written scrapes
 
@@ -334,3 +351,352 @@ def test_fetch_says_why_it_failed_and_never_shows_the_token(upstream: ServerThre
         fetch(locked.url + "/metrics", token="wrong-token-456")
     assert "wrong-token-456" not in str(wrong.value) and "right-token" not in str(missing.value)
     assert "llmobs_build_info" in fetch(locked.url + "/metrics", token="right-token-123")
+
+
+# ---------------------------------------------------------------- the command, for scripts
+
+
+def llmobs_top(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmobs.cli", "top", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": SRC, **(env or {})},
+    )
+
+
+def test_once_prints_a_snapshot_that_agrees_with_metrics(proxy: Proxied) -> None:
+    client = sdk_client(proxy.base_url)
+    for model in ("gpt-4o-mini", "gpt-4o-mini", "gpt-4.1"):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    proxy.settle()
+    result = llmobs_top(proxy.url, "--once", "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    metrics = direct(proxy.url)
+    table_rows = parse_table(result.stdout)
+    assert table_rows["gpt-4o-mini"]["REQS"] == "2" and table_rows["gpt-4.1"]["REQS"] == "1"
+    assert header_number(result.stdout, "requests") == total(metrics, "llmobs_requests_total") == 3
+    assert table_rows["gpt-4o-mini"]["REQ/S"] == "0.0"  # nothing happened between the two scrapes
+    assert "TENANT" in result.stdout and "key-" in result.stdout  # the tenant table: a hash of the key
+
+
+def test_once_with_an_admin_token(upstream: ServerThread, make_proxy: Any) -> None:
+    locked = make_proxy(upstream.url + "/v1", admin_token="s3cret-admin-token")
+    wrong = llmobs_top(locked.url, "--once", "--token", "not-it")
+    assert wrong.returncode == 1 and "HTTP 401: wrong admin token" in wrong.stderr
+    missing = llmobs_top(locked.url, "--once", env={"LLMOBS_ADMIN_TOKEN": ""})
+    assert missing.returncode == 1 and "HTTP 401: an admin token is required" in missing.stderr
+    right = llmobs_top(locked.url, "--once", "--interval", "0.1", env={"LLMOBS_ADMIN_TOKEN": "s3cret-admin-token"})
+    assert right.returncode == 0 and "ok, window" in right.stdout, right.stderr
+    assert "s3cret" not in right.stdout + wrong.stderr + missing.stderr
+
+
+def test_once_unreachable_and_no_terminal() -> None:
+    down = llmobs_top(f"127.0.0.1:{free_port()}", "--once")
+    assert down.returncode == 1 and "unreachable" in down.stderr
+    no_tty = subprocess.run(
+        [sys.executable, "-m", "llmobs.cli", "top"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    assert no_tty.returncode == 2 and "use --once" in no_tty.stderr
+    bad = llmobs_top("--interval", "0")
+    assert bad.returncode == 2 and "must be > 0" in bad.stderr
+
+
+# ---------------------------------------------------------------- reading /metrics and the screen
+
+
+def direct(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """The proxy's /metrics read directly, parsed by prometheus_client itself."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return [(s.name, s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def total(metrics: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    return sum(v for n, ls, v in metrics if n == name and all(ls.get(k) == x for k, x in labels.items()))
+
+
+def model_tokens(metrics: list[tuple[str, dict[str, str], float]], model: str) -> float:
+    return sum(total(metrics, "llmobs_tokens_total", model=model, type=kind) for kind in ("input", "output"))
+
+
+def header_number(screen: str, label: str) -> float | None:
+    match = re.search(rf"(?:^|  ){re.escape(label)} (\d+(?:\.\d+)?)", screen, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def parse_table(screen: str) -> dict[str, dict[str, str]]:
+    """Rows of the first table on the screen, by name, then by column title."""
+    lines = screen.splitlines()
+    start = next((i for i, line in enumerate(lines) if re.match(r"\*?(MODEL|TENANT) ", line)), None)
+    if start is None:
+        return {}
+    titles = [t.lstrip("*") for t in lines[start].split()]
+    fields = len(titles) - (titles[-1] == "FINISH")
+    out = {}
+    for line in lines[start + 1 :]:
+        parts = line.split()
+        if len(parts) < fields:
+            break
+        out[parts[0]] = dict(zip(titles, [*parts[:fields], " ".join(parts[fields:])], strict=False))
+    return out
+
+
+def row_order(screen: str) -> list[str]:
+    return list(parse_table(screen))
+
+
+def caption(screen: str) -> str:
+    return next((line for line in screen.splitlines() if line.startswith("by ")), "")
+
+
+# ---------------------------------------------------------------- a real terminal
+
+
+class Pane:
+    """A shell in a detached tmux session on a private socket: type into it, read what it shows."""
+
+    def __init__(self, binary: str, tmp: Path, width: int, height: int) -> None:
+        self.binary = binary
+        self.socket = f"llmobs-top-test-{os.getpid()}-{id(self)}"
+        self.tmp = tmp
+        # LINES and COLUMNS exported, as a shell does when it inherited them: top must still follow resizes.
+        env = ["env", f"PYTHONPATH={SRC}", "PS1=$ ", "LLMOBS_ADMIN_TOKEN=", f"HOME={tmp}", f"LINES={height}",
+               f"COLUMNS={width}"]  # fmt: skip
+        self.tmux("new-session", "-d", "-s", "top", "-x", str(width), "-y", str(height), "-c", str(tmp),
+                  *env, "bash", "--norc", "--noprofile")  # fmt: skip
+        self.wait_for(lambda s: "$" in s or None, "the shell prompt")
+
+    def tmux(self, *args: str) -> str:
+        result = subprocess.run(
+            [self.binary, "-L", self.socket, "-f", "/dev/null", *args], capture_output=True, text=True, timeout=10
+        )
+        assert result.returncode == 0, f"tmux {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def run_top(self, *args: str) -> None:
+        """Start `llmobs top` from the shell, noting the terminal's modes before and after."""
+        command = (
+            f"stty -g > before.stty; {sys.executable} -m llmobs.cli top {' '.join(args)}; "
+            'echo "top exited $?"; stty -g > after.stty'
+        )
+        self.tmux("send-keys", "-t", "top", "-l", command)
+        self.tmux("send-keys", "-t", "top", "Enter")
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "top", *keys)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "top")
+
+    def wait_for(self, found: Callable[[str], T | None], what: str, timeout: float = 20.0) -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            value = found(screen)
+            if value is not None and value is not False:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} on screen after {timeout:g}s; the pane shows:\n{screen}")
+            time.sleep(0.1)
+
+    def exited(self) -> str:
+        """Wait for top to exit; its exit status as the shell saw it."""
+        status = self.wait_for(lambda s: (m := re.search(r"^top exited (\d+)", s, re.M)) and m.group(1), "exit")
+        self.wait_for(lambda s: (self.tmp / "after.stty").exists() or None, "after.stty")
+        return status
+
+    def terminal_restored(self) -> bool:
+        before, after = ((self.tmp / f"{when}.stty").read_text() for when in ("before", "after"))
+        return bool(before.strip()) and before == after
+
+    def close(self) -> None:
+        subprocess.run([self.binary, "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def pane(tmp_path: Path) -> Iterator[Callable[..., Pane]]:
+    binary = shutil.which("tmux")
+    if binary is None:
+        pytest.fail("tmux not found: the terminal tests need it (apt-get install -y tmux)")
+    opened: list[Pane] = []
+
+    def open_pane(width: int = 160, height: int = 40) -> Pane:
+        opened.append(Pane(binary, tmp_path, width, height))
+        return opened[-1]
+
+    yield open_pane
+    for p in opened:
+        p.close()
+
+
+@dataclass
+class Traffic:
+    """Paced requests through the openai SDK, one thread per (model, tenant, words, gap)."""
+
+    base_url: str
+    stop: threading.Event
+    threads: list[threading.Thread]
+
+    @classmethod
+    def start(cls, base_url: str, *plans: tuple[str, str, int, float]) -> Traffic:
+        traffic = cls(base_url, threading.Event(), [])
+        for plan in plans:
+            traffic.threads.append(threading.Thread(target=traffic._drive, args=plan, daemon=True))
+            traffic.threads[-1].start()
+        return traffic
+
+    def _drive(self, model: str, tenant: str, words: int, gap: float) -> None:
+        import openai
+
+        client = sdk_client(self.base_url, timeout=10)
+        messages = [{"role": "user", "content": "word " * words}]
+        while not self.stop.is_set():
+            try:
+                for _ in client.chat.completions.create(
+                    model=model, messages=messages, stream=True, extra_headers={"x-llmobs-tenant": tenant}
+                ):
+                    pass
+            except openai.APIError:
+                pass  # sim-error-429 answers 429 on purpose; the rest only while shutting down
+            self.stop.wait(gap)
+
+    def halt(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(15)
+            assert not thread.is_alive(), "a traffic thread did not stop"
+
+
+def hanging_request(proxy: Proxied) -> socket.socket:
+    """A request the simulator never answers (`sim-hang`), in flight until the socket closes."""
+    body = b'{"model":"sim-hang","messages":[{"role":"user","content":"wait"}]}'
+    sock = socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])), timeout=5)
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return sock
+
+
+def in_flight(proxy: Proxied) -> float:
+    return total(direct(proxy.url), "llmobs_requests_in_flight")
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+MINI, BIG, FAILING = "gpt-4o-mini", "gpt-4.1", "sim-error-429"
+
+
+def test_top_in_a_terminal_agrees_with_metrics(proxy: Proxied, pane: Callable[..., Pane]) -> None:
+    # gpt-4o-mini: many small requests; gpt-4.1: few, each with a 300-word prompt; sim-error-429: fails.
+    traffic = Traffic.start(
+        proxy.base_url, (MINI, "team-a", 2, 0.04), (BIG, "team-b", 300, 0.2), (FAILING, "team-a", 2, 0.2)
+    )
+    term = pane(160, 40)
+    term.run_top(proxy.url, "--interval", "0.5")
+    term.wait_for(lambda s: {MINI, BIG, FAILING} <= set(parse_table(s)) and "ok, window" in s, "three model rows")
+
+    # Tokens/s of gpt-4o-mini: the mean over top's refreshes against two direct scrapes around them.
+    first, started = direct(proxy.url), time.monotonic()
+    shown: dict[str, float] = {}  # refresh time -> tokens/s
+    while time.monotonic() - started < 4:
+        screen = term.screen()
+        refreshed = re.search(r"refreshed (\S+)  ok, window", screen)
+        value = parse_table(screen).get(MINI, {}).get("TOK/S", "-")
+        if refreshed and value != "-":
+            shown[refreshed.group(1)] = float(value)
+        time.sleep(0.1)
+    rate = (model_tokens(direct(proxy.url), MINI) - model_tokens(first, MINI)) / (time.monotonic() - started)
+    assert len(shown) >= 3, f"too few refreshes seen in 4 s: {shown}"
+    mean = sum(shown.values()) / len(shown)
+    assert rate > 100 and mean == pytest.approx(rate, rel=0.25), f"screen {shown}, /metrics {rate:.1f} tokens/s"
+
+    screen = term.screen()
+    assert parse_table(screen)[FAILING]["ERR%"] in ("100.0%", "-")  # "-": no request in that window
+    assert parse_table(screen)[MINI]["ERR%"] in ("0.0%", "-")
+    assert row_order(screen).index(MINI) < row_order(screen).index(BIG), "sorted by REQ/S, descending"
+
+    for _ in range(12):  # `>` until the sort column is TOK/S
+        if "sorted by TOK/S" in caption(term.screen()):
+            break
+        term.keys(">")
+        time.sleep(0.2)
+    by_tokens = term.wait_for(lambda s: "sorted by TOK/S descending" in caption(s) and row_order(s), "TOK/S sort")
+    assert by_tokens.index(BIG) < by_tokens.index(MINI) and by_tokens[-1] == FAILING  # no tokens: last
+    term.keys("r")
+    ascending = term.wait_for(lambda s: "sorted by TOK/S ascending" in caption(s) and row_order(s), "reversed")
+    assert ascending.index(MINI) < ascending.index(BIG) and ascending[-1] == FAILING
+
+    term.keys("t")
+    tenants = term.wait_for(lambda s: caption(s).startswith("by tenant") and parse_table(s), "the tenant view")
+    assert set(tenants) == {"team-a", "team-b"} and "P95" not in term.screen()
+    term.keys("m")
+    term.wait_for(lambda s: caption(s).startswith("by model") or None, "the model view again")
+
+    # Traffic stops; three requests hang in flight: the screen shows what /metrics says.
+    traffic.halt()
+    proxy.settle()
+    hanging = [hanging_request(proxy) for _ in range(3)]
+    wait_until(lambda: in_flight(proxy) == 3, "3 requests in flight on /metrics")
+    term.wait_for(lambda s: "in flight 3 (chat_completions 3)" in s, "in flight 3")
+    for sock in hanging:
+        sock.close()
+    wait_until(lambda: in_flight(proxy) == 0, "no request in flight on /metrics")
+    proxy.settle()
+    metrics = direct(proxy.url)
+    requests = total(metrics, "llmobs_requests_total")
+    screen = term.wait_for(lambda s: header_number(s, "requests") == requests and s, f"requests {requests:.0f}")
+    assert "in flight 0 " in screen
+    for model, row in parse_table(screen).items():
+        assert float(row["REQS"]) == total(metrics, "llmobs_requests_total", model=model), model
+    assert parse_table(screen)["sim-hang"]["REQS"] == "3"
+
+    term.keys("q")
+    assert term.exited() == "0"
+    assert term.terminal_restored(), "top left the terminal's modes changed"
+    assert "REQ/S" not in term.screen(), "the table is still on screen: the alternate screen was not left"
+
+
+def test_top_shows_a_401_keeps_running_and_quits_on_ctrl_c(
+    upstream: ServerThread, make_proxy: Any, pane: Callable[..., Pane]
+) -> None:
+    locked = make_proxy(upstream.url + "/v1", admin_token="s3cret-admin-token")
+    term = pane(120, 20)
+    term.run_top(locked.url, "--interval", "0.3", "--token", "not-it")
+    first = term.wait_for(
+        lambda s: (m := re.search(r"FAILED at (\S+): HTTP 401: wrong admin token", s)) and m[1], "401"
+    )
+    # Still running: a later scrape fails again, at a later time.
+    term.wait_for(lambda s: (m := re.search(r"FAILED at (\S+): HTTP 401", s)) and m[1] != first or None, "a retry")
+    assert "not refreshed yet" in term.screen()
+    term.keys("C-c")
+    assert term.exited() == "0"
+    assert term.terminal_restored()
+
+
+def test_top_survives_small_terminals_and_resizes(proxy: Proxied, pane: Callable[..., Pane]) -> None:
+    sdk_client(proxy.base_url).chat.completions.create(model=MINI, messages=[{"role": "user", "content": "hi"}])
+    term = pane(30, 6)
+    term.run_top(proxy.url, "--interval", "0.3")
+    tiny = term.wait_for(lambda s: "llmobs top  http://127.0.0.1:" in s and s, "the cut header")
+    assert all(len(line) <= 30 for line in tiny.splitlines())
+    assert tiny.splitlines()[-1].startswith("q quit"), "the help line stays on the last row"
+    term.tmux("resize-window", "-t", "top", "-x", "160", "-y", "40")
+    term.wait_for(lambda s: MINI in parse_table(s) or None, "the full table after growing")
+    for width, height in ((12, 2), (1, 1), (100, 20)):
+        term.tmux("resize-window", "-t", "top", "-x", str(width), "-y", str(height))
+        time.sleep(0.5)
+    term.wait_for(lambda s: MINI in parse_table(s) or None, "the table after shrinking and growing again")
+    term.keys("q")
+    assert term.exited() == "0"
+    assert term.terminal_restored()
