@@ -463,7 +463,7 @@ class Pane:
 
     def __init__(self, binary: str, tmp: Path, width: int, height: int) -> None:
         self.binary = binary
-        self.socket = f"llmobs-top-test-{os.getpid()}-{id(self)}"
+        self.socket = str(tmp / "tmux.sock")  # a private server, gone with the test's directory
         self.tmp = tmp
         # LINES and COLUMNS exported, as a shell does when it inherited them: top must still follow resizes.
         env = ["env", f"PYTHONPATH={SRC}", "PS1=$ ", "LLMOBS_ADMIN_TOKEN=", f"HOME={tmp}", f"LINES={height}",
@@ -474,7 +474,7 @@ class Pane:
 
     def tmux(self, *args: str) -> str:
         result = subprocess.run(
-            [self.binary, "-L", self.socket, "-f", "/dev/null", *args], capture_output=True, text=True, timeout=10
+            [self.binary, "-S", self.socket, "-f", "/dev/null", *args], capture_output=True, text=True, timeout=10
         )
         assert result.returncode == 0, f"tmux {' '.join(args)}: {result.stderr}"
         return result.stdout
@@ -516,7 +516,7 @@ class Pane:
         return bool(before.strip()) and before == after
 
     def close(self) -> None:
-        subprocess.run([self.binary, "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        subprocess.run([self.binary, "-S", self.socket, "kill-server"], capture_output=True, timeout=10)
 
 
 @pytest.fixture
@@ -527,7 +527,9 @@ def pane(tmp_path: Path) -> Iterator[Callable[..., Pane]]:
     opened: list[Pane] = []
 
     def open_pane(width: int = 160, height: int = 40) -> Pane:
-        opened.append(Pane(binary, tmp_path, width, height))
+        directory = tmp_path / f"pane{len(opened)}"  # its shell's home, working directory and tmux socket
+        directory.mkdir()
+        opened.append(Pane(binary, directory, width, height))
         return opened[-1]
 
     yield open_pane
