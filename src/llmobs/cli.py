@@ -68,6 +68,25 @@ def _dashboards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top(args: argparse.Namespace) -> int:
+    from llmobs.top.fetch import metrics_url
+    from llmobs.top.main import run_top
+
+    try:
+        url = metrics_url(args.url)
+    except ValueError as exc:
+        print(f"llmobs top: {exc}", file=sys.stderr)
+        return 2
+    return run_top(url, token=args.token, interval=args.interval, once=args.once)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -109,6 +128,13 @@ def parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboards", help="write the Grafana dashboards as JSON")
     dash.add_argument("--out", default="dashboards", help="output directory")
     dash.set_defaults(run=_dashboards)
+
+    top = sub.add_parser("top", help="live terminal view of a running proxy's /metrics")
+    top.add_argument("url", nargs="?", default="http://127.0.0.1:4000/metrics", help="/metrics or base URL")
+    top.add_argument("--token", help="admin bearer token [LLMOBS_ADMIN_TOKEN]")
+    top.add_argument("--interval", type=_positive, default=1.0, help="seconds between scrapes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one plain-text snapshot after two scrapes and exit")
+    top.set_defaults(run=_top)
     return root
 
 
