@@ -14,6 +14,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 
 class ClientGone(Exception):
@@ -81,7 +82,7 @@ def error_body(message: str, code: str) -> bytes:
     return json.dumps(openai_error(f"llmobs proxy: {message}", "llmobs_proxy_error", code=code)).encode()
 
 
-async def respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def respond(send: Send, status: int, body: bytes, extra: Headers | None = None) -> None:
     """A whole JSON response of the proxy's own, in two messages."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers = with_defaults(headers + (extra or []), int(time.time()))
