@@ -285,26 +285,31 @@ class Exchange:
         headers = hp.with_defaults(hp.response_headers(resp.headers, drop=drop), int(time.time()))
         await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
         send = self.send
+        cutting = observer.cutting
         first = True
+        overhead = 0.0
         try:
             async for chunk in resp.chunks():
                 now = perf_counter()
                 if first:
                     acc.on_first_byte(now)
                     first = False
-                if observer.cutting:
+                if cutting:
                     chunk = observer.cut(chunk, now)
-                    self.overhead += perf_counter() - now
+                    cutting = observer.cutting
+                    overhead += perf_counter() - now
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 else:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     fed = perf_counter()
                     observer.feed(chunk, now)
-                    self.overhead += perf_counter() - fed
+                    overhead += perf_counter() - fed
         except (UpstreamBroken, UpstreamTimeout):
             self.outcome = Outcome.STREAM_INTERRUPTED
             return  # returning without the last body message makes the server drop the connection
+        finally:
+            self.overhead += overhead
         rest = observer.close()
         self.done = True
         await send({"type": "http.response.body", "body": rest, "more_body": False})

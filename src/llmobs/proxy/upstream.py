@@ -50,10 +50,11 @@ class UpstreamResponse:
 
     async def peek(self, size: int) -> bytes:
         """Read up to about `size` bytes of the body without consuming them for chunks()."""
-        async for chunk in self._read():
-            self._head += chunk
-            if len(self._head) >= size:
+        while len(self._head) < size:
+            chunk = await self._read()
+            if not chunk:
                 break
+            self._head += chunk
         return self._head
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -61,13 +62,14 @@ class UpstreamResponse:
         if self._head:
             head, self._head = self._head, b""
             yield head
-        async for chunk in self._read():
+        read = self._read
+        while chunk := await read():
             yield chunk
 
-    async def _read(self) -> AsyncIterator[bytes]:
+    async def _read(self) -> bytes:
+        """The next bytes of the body; b"" at its end."""
         try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
+            return await self._resp.content.readany()
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(str(exc)) from exc
         except aiohttp.ClientError as exc:
