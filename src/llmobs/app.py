@@ -6,7 +6,7 @@ import gc
 import hmac
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
@@ -20,6 +20,13 @@ from llmobs.proxy.exchange import Proxy
 from llmobs.proxy.upstream import Timeouts, Upstream
 from llmobs.telemetry.recorder import Recorder
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from llmobs.telemetry.pricing import PriceTable
+    from llmobs.telemetry.sinks.otel import OTelSink
 
 log = logging.getLogger("llmobs")
 
@@ -84,8 +91,8 @@ class LLMObs:
         settings: Settings,
         *,
         registry: CollectorRegistry | None = None,
-        tracer_provider: Any = None,
-        meter_provider: Any = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         otel_from_env: bool = True,
         strict: bool = False,
     ) -> None:
@@ -132,7 +139,7 @@ class LLMObs:
         self.admin_paths = ADMIN_PATHS if settings.admin_port is None else frozenset()
         self.ready = False
 
-    def _otel_sink(self) -> Any:
+    def _otel_sink(self) -> OTelSink | None:
         if self.tracer_provider is None and self.meter_provider is None:
             return None
         from llmobs.telemetry.providers import provider_name
@@ -179,7 +186,7 @@ class LLMObs:
                     log.warning("OpenTelemetry shutdown failed", exc_info=True)
 
 
-def _load_prices(settings: Settings) -> Any:
+def _load_prices(settings: Settings) -> PriceTable:
     from llmobs.telemetry.pricing import PriceTable
     from llmobs.telemetry.providers import pricing_provider
 
@@ -188,7 +195,7 @@ def _load_prices(settings: Settings) -> Any:
     )
 
 
-def create_app(settings: Settings | None = None, **kwargs: Any) -> LLMObs:
+def create_app(settings: Settings | None = None, **kwargs: Any) -> LLMObs:  # kwargs: LLMObs's
     """The llmobs ASGI app for `settings` (defaults from the environment)."""
     if settings is None:
         from llmobs.config import load_settings

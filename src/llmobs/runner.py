@@ -11,10 +11,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 import uvloop
+from prometheus_client import CollectorRegistry
 
 from llmobs.config import MULTIPROC_ENV, WORKER_SETTINGS_ENV, Settings, worker_settings_json
 
@@ -76,8 +78,6 @@ def _run_workers(settings: Settings) -> None:
         from llmobs.app import scrape_registry
 
         if settings.admin_port is not None:
-            from prometheus_client import CollectorRegistry
-
             admin = _start_admin(
                 settings,
                 scrape_registry(CollectorRegistry(), directory),
@@ -98,7 +98,9 @@ def _run_workers(settings: Settings) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _start_admin(settings: Settings, registry: Any, ready: Any) -> Any:
+def _start_admin(
+    settings: Settings, registry: Callable[[], CollectorRegistry], ready: Callable[[], bool]
+) -> ServerThread | None:
     if settings.admin_port is None:
         return None
     from llmobs.app import admin_app

@@ -134,9 +134,9 @@ class OTelSink:
         )
         return SpanHandle(span, set_span_in_context(span, parent), wall_ns, perf)
 
-    def inject(self, handle: SpanHandle | None, headers: dict[str, str]) -> None:
+    def inject(self, handle: object | None, headers: dict[str, str]) -> None:
         """Write our span's traceparent/tracestate into the upstream request headers."""
-        if handle is None:
+        if not isinstance(handle, SpanHandle):
             return
         fresh: dict[str, str] = {}
         self._textmap().inject(fresh, context=handle.context)
