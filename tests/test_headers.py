@@ -46,8 +46,8 @@ def test_hop_by_hop_own_host_and_length_are_dropped_the_rest_kept_in_order() -> 
 
 def test_configured_key_replaces_every_client_credential() -> None:
     out = hp.request_headers(
-        [(b"authorization", b"Bearer a"), (b"api-key", b"b"), (b"Authorization", b"c")],
-        authorization=b"Bearer upstream",
+        [(b"authorization", b"Bearer a"), (b"api-key", b"b"), (b"Authorization", b"c"), (b"X-Api-Key", b"d")],
+        credential=(b"authorization", b"Bearer upstream"),
     )
     assert out == [(b"authorization", b"Bearer upstream")]
 

@@ -339,7 +339,7 @@ def test_model_lookup_runs_once_per_model_hits_and_misses_alike() -> None:
         calls.append(model)
         return None
 
-    prices = PriceTable({}, find)
+    prices = PriceTable({}, find=find)
     for _ in range(3):
         assert prices.price("a", Usage(1, 1)) is None
         assert prices.price("b", Usage(1, 1)) is None

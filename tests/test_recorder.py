@@ -22,7 +22,7 @@ class Prices:
         self.rates = rates
         self.asked: list[str | None] = []
 
-    def price(self, model: str | None, usage: Usage) -> Decimal | None:
+    def price(self, model: str | None, usage: Usage, *, provider: str | None = None) -> Decimal | None:
         self.asked.append(model)
         rate = self.rates.get(model or "")
         if rate is None:
@@ -96,6 +96,7 @@ def test_a_failing_sink_is_counted_under_its_component_and_the_others_still_reco
             tenant="",
             stream="false",
             status_code="200",
+            upstream="",
         )
         == 1
     )
@@ -118,14 +119,14 @@ def test_a_failing_prometheus_record_is_counted_and_leaves_nothing_in_flight(reg
 
 def test_a_failing_pricer_is_counted_and_tokens_are_still_recorded(registry: CollectorRegistry) -> None:
     class Broken:
-        def price(self, model: str | None, usage: Usage) -> Decimal | None:
+        def price(self, model: str | None, usage: Usage, *, provider: str | None = None) -> Decimal | None:
             raise ArithmeticError("bad rate")
 
     recorded = Recorder(PrometheusSink(registry), Broken()).finish(obs())
     assert recorded.cost is None
     assert sample(registry, "llmobs_telemetry_errors_total", component="pricing") == 1
     assert (
-        sample(registry, "llmobs_tokens_total", endpoint="chat_completions", model="asked", tenant="", type="input")
+        sample(registry, "llmobs_tokens_total", endpoint="chat_completions", model="asked", tenant="", type="input", upstream="")
         == 1000
     )
 
@@ -152,6 +153,7 @@ def test_abandon_takes_a_request_out_of_flight(registry: CollectorRegistry) -> N
             tenant="",
             stream="false",
             status_code="200",
+            upstream="",
         )
         == 0
     )

@@ -96,4 +96,5 @@ def test_tenant_from_header_then_key_fingerprint_then_empty() -> None:
     by_key = tenant_of({b"authorization": b"Bearer sk-abc"}, header)
     assert by_key == fingerprint("sk-abc") and by_key.startswith("key-") and "sk-abc" not in by_key
     assert tenant_of({b"api-key": b"sk-abc"}, header) == by_key  # Azure's header, same key, same tenant
+    assert tenant_of({b"x-api-key": b" sk-abc"}, header) == by_key  # Anthropic's header
     assert tenant_of({}, header) == ""

@@ -7,17 +7,21 @@ import hmac
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import SecretStr
 
 from llmobs.apis.table import classify
 from llmobs.config import Settings, multiprocess_dir
 from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
 from llmobs.proxy.exchange import Proxy
+from llmobs.proxy.routing import Route, Router
 from llmobs.proxy.upstream import Timeouts, Upstream
+from llmobs.telemetry.providers import resolve
 from llmobs.telemetry.recorder import Recorder
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
 
@@ -108,11 +112,10 @@ class LLMObs:
                 on_span_dropped=lambda: self.prometheus.telemetry_error("otel_span_dropped"),
                 on_export_failed=lambda n: self.prometheus.telemetry_error("otel_export_failed", n),
             )
-        self.upstream = Upstream(
-            settings.upstream_url,
-            timeouts=Timeouts(settings.connect_timeout, settings.read_timeout, settings.total_timeout),
-            max_connections=settings.max_connections,
-        )
+        self.router = build_router(settings)
+        self.upstream = self.router.default.upstream
+        for route in self.router.all:
+            self.prometheus.upstream(route.name, route.provider, route.upstream.host)
         otel = self._otel_sink()
         self.recorder = Recorder(
             self.prometheus,
@@ -121,13 +124,11 @@ class LLMObs:
             sinks=(otel,) if otel is not None else (),
             strict=strict,
         )
-        key = settings.upstream_api_key
         self.proxy = Proxy(
-            self.upstream,
+            self.router,
             self.recorder,
             classify,
             tenant_header=settings.tenant_header,
-            upstream_authorization=f"Bearer {key.get_secret_value()}" if key else None,
             inject_stream_usage=settings.inject_stream_usage,
             max_body_bytes=settings.max_body_bytes,
             capture_content=settings.capture_content,
@@ -167,7 +168,8 @@ class LLMObs:
             await lifespan(receive, send, self.startup, self.shutdown)
 
     async def startup(self) -> None:
-        await self.upstream.open()
+        for route in self.router.all:
+            await route.upstream.open()
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight, or each full collection walks ~90,000 objects (~100 ms pauses
         # measured in the benchmark's p99 tail).
@@ -177,13 +179,46 @@ class LLMObs:
 
     async def shutdown(self) -> None:
         self.ready = False
-        await self.upstream.close()
+        for route in self.router.all:
+            await route.upstream.close()
         for provider in (self.tracer_provider, self.meter_provider):
             if provider is not None:
                 try:
                     provider.shutdown()  # flushes what is queued
                 except Exception:
                     log.warning("OpenTelemetry shutdown failed", exc_info=True)
+
+
+def build_router(settings: Settings) -> Router:
+    """The default upstream and the configured routes, each with its own connection pool."""
+    timeouts = Timeouts(settings.connect_timeout, settings.read_timeout, settings.total_timeout)
+
+    def route(name: str, url: str, provider: str | None, key: SecretStr | None, prefix: str = "") -> Route:
+        ids = resolve(url, provider)
+        path = urlsplit(url).path.rstrip("/") if prefix else ""
+        return Route(
+            name=name,
+            upstream=Upstream(url, timeouts=timeouts, max_connections=settings.max_connections),
+            prefix=prefix.encode(),
+            path=path.encode(),
+            provider=ids.name if ids else None,
+            pricing_provider=ids.pricing if ids else None,
+            credential=credential(key.get_secret_value(), ids.name if ids else None) if key else None,
+        )
+
+    default = route("", settings.upstream_url, settings.provider, settings.upstream_api_key)
+    routes = [route(r.prefix, r.url, r.provider, r.api_key, r.prefix) for r in settings.routes]
+    return Router(default, routes)
+
+
+def credential(key: str, provider: str | None) -> tuple[bytes, bytes]:
+    """The header that carries an API key to this provider."""
+    value = key.encode("latin-1")
+    if provider == "anthropic":
+        return (b"x-api-key", value)
+    if provider == "azure.ai.openai":
+        return (b"api-key", value)
+    return (b"authorization", b"Bearer " + value)
 
 
 def _load_prices(settings: Settings) -> PriceTable:

@@ -23,7 +23,8 @@ def tenant_of(headers: dict[bytes, bytes], tenant_header: bytes) -> str:
         key = token.strip() if scheme.lower() == "bearer" else auth.decode("latin-1").strip()
         if key:
             return fingerprint(key)
-    api_key = headers.get(b"api-key")
-    if api_key:
-        return fingerprint(api_key.decode("latin-1").strip())
+    for name in (b"x-api-key", b"api-key"):  # Anthropic's header, Azure's
+        key = headers.get(name, b"").decode("latin-1").strip()
+        if key:
+            return fingerprint(key)
     return ""

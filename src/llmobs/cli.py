@@ -14,7 +14,13 @@ from llmobs.config import ConfigError, Settings, load_settings
 def _serve(args: argparse.Namespace) -> int:
     from llmobs.runner import run
 
-    flags = {"upstream_url": args.upstream, "host": args.host, "port": args.port, "workers": args.workers}
+    flags = {
+        "upstream_url": args.upstream,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "routes": args.route,
+    }
     try:
         settings = load_settings(flags, config_file=args.config)
         if settings.price_file is not None:  # a bad price file stops the start, not the first request
@@ -109,6 +115,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help=f"address to bind [LLMOBS_HOST; default {defaults['host'].default}]")
     serve.add_argument("--port", help=f"port to bind [LLMOBS_PORT; default {defaults['port'].default}]")
     serve.add_argument("--workers", help="worker processes [LLMOBS_WORKERS; default 1]")
+    serve.add_argument(
+        "--route",
+        action="append",
+        metavar="PREFIX=URL",
+        help="one more upstream: requests under PREFIX go to URL, longest prefix first; repeatable [LLMOBS_ROUTES]",
+    )
     serve.add_argument("--config", metavar="FILE", help="YAML config file [LLMOBS_CONFIG]")
     serve.set_defaults(run=_serve)
 

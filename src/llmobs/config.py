@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "LLMOBS_"
@@ -25,6 +25,53 @@ CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 class ConfigError(ValueError):
     """A bad setting; the message names the key and the value."""
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not have a query or fragment, got {value!r}")
+    return value
+
+
+class Route(BaseModel):
+    """One more upstream behind the proxy: requests under `prefix` go to `url`.
+
+    The prefix is replaced by the URL's path: with prefix /anthropic and URL
+    https://api.anthropic.com, /anthropic/v1/messages goes to https://api.anthropic.com/v1/messages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str
+    url: str
+    provider: str | None = None  # pricing and gen_ai.provider.name; inferred from the host if unset
+    api_key: SecretStr | None = None  # replaces the client's key on this route
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not value.startswith("/") or any(c in value for c in "?#% \t\r\n") or "//" in value:
+            raise ValueError(f"must be a path prefix such as /anthropic, got {value!r}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+def _route(item: Any) -> Any:
+    """A route from its short form `prefix=url`, or as given (a mapping) for pydantic to check."""
+    if isinstance(item, str):
+        prefix, sep, url = item.partition("=")
+        if not sep:
+            raise ValueError(f"a route is prefix=url (e.g. /anthropic=https://api.anthropic.com), got {item!r}")
+        return {"prefix": prefix.strip(), "url": url.strip()}
+    return item
 
 
 class Settings(BaseSettings):
@@ -54,16 +101,36 @@ class Settings(BaseSettings):
     redact_content: bool = True  # mask secrets and personal data in captured content
     redact_patterns: list[str] = Field(default_factory=list)  # extra regexes to mask
     workers: int = Field(1, ge=1)
+    routes: list[Route] = Field(default_factory=list)  # more upstreams by path prefix; longest wins
 
     @field_validator("upstream_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
-        if parts.query or parts.fragment:
-            raise ValueError(f"must not have a query or fragment, got {value!r}")
+    def _upstream_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _routes(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: JSON, or prefix=url[,prefix=url...]
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError(f"must be a JSON list of routes, got {value!r}") from None
+            else:
+                value = [part for part in text.split(",") if part.strip()]
+        if isinstance(value, list):
+            value = [_route(item) for item in value]
         return value
+
+    @model_validator(mode="after")
+    def _distinct_prefixes(self) -> Settings:
+        seen = [route.prefix for route in self.routes]
+        twice = sorted({prefix for prefix in seen if seen.count(prefix) > 1})
+        if twice:
+            raise ValueError(f"routes: prefix {twice[0]!r} is given more than once")
+        return self
 
     @field_validator("tenant_header")
     @classmethod
@@ -183,6 +250,9 @@ def worker_settings_json(settings: Settings) -> str:
     for key, value in settings:
         if isinstance(value, SecretStr):
             data[key] = value.get_secret_value()
+    for route, dumped in zip(settings.routes, data["routes"], strict=True):
+        if route.api_key is not None:
+            dumped["api_key"] = route.api_key.get_secret_value()
     return json.dumps(data)
 
 

@@ -30,10 +30,16 @@ class UsageSource(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts as the upstream reported them. None means not reported, never zero.
+    """What a response used, as the upstream reported it. None means not reported, never zero.
 
-    cache_read and cache_write are subsets of input; reasoning is a subset of output,
-    as in the OpenTelemetry GenAI conventions.
+    Token counts follow the OpenTelemetry GenAI conventions, whatever the provider's own
+    shape: `input` is all input, cache_read and cache_write included (Anthropic reports them
+    apart; they are added back); cache_read, cache_write, input_audio and input_image are
+    subsets of input; reasoning, output_audio and output_image are subsets of output.
+    `audio_seconds` and `images` are the media quantities some endpoints report instead of
+    (or besides) tokens. `pricing` is the usage in genai-prices' own keys when it holds more
+    than these fields can say (1-hour vs 5-minute cache writes, audio and image tokens): the
+    price is computed from it.
     """
 
     input_tokens: int | None = None
@@ -41,15 +47,26 @@ class Usage:
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    input_image_tokens: int | None = None
+    output_audio_tokens: int | None = None
+    output_image_tokens: int | None = None
+    audio_seconds: float | None = None
+    images: int | None = None
+    pricing: tuple[tuple[str, int | float], ...] = ()
 
     def by_type(self) -> dict[str, int]:
-        """The reported counts keyed by the `type` label value, skipping unreported ones."""
+        """The reported token counts keyed by the `type` label value, skipping unreported ones."""
         pairs = (
             ("input", self.input_tokens),
             ("output", self.output_tokens),
             ("cache_read", self.cache_read_tokens),
             ("cache_write", self.cache_write_tokens),
             ("reasoning", self.reasoning_tokens),
+            ("input_audio", self.input_audio_tokens),
+            ("input_image", self.input_image_tokens),
+            ("output_audio", self.output_audio_tokens),
+            ("output_image", self.output_image_tokens),
         )
         return {name: value for name, value in pairs if value is not None}
 
@@ -121,6 +138,11 @@ class RequestInfo:
     model: str | None  # the model the request asked for
     stream: bool = False
     tenant: str = ""
+    provider: str | None = None  # gen_ai.provider.name: the upstream's, else the API's own flavor
+    pricing_provider: str | None = None  # genai-prices id; None: unknown, priced by model family
+    upstream: str = ""  # the route that served it ("" for the default upstream)
+    server_address: str = ""  # the upstream's host and port
+    server_port: int | None = None
     params: dict[str, Any] = field(default_factory=dict)  # generation parameters (semconv names)
     usage_injected: bool = False  # the proxy added stream_options.include_usage
     capture_content: bool = False  # the user opted in to recording prompts and completions
@@ -146,6 +168,7 @@ class Observation:
     cost: Decimal | None = None  # USD, set by the recorder; None when the request could not be priced
     trace_id: str | None = None  # the request's span, set by the recorder when tracing
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. service tier, fingerprint
+    attributes: dict[str, Any] = field(default_factory=dict)  # more span attributes, named as they go out
     output_content: Content | None = None  # completions, only when capture_content is on
 
     @property

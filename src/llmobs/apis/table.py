@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from llmobs.apis.base import Accumulator, OtherAccumulator
 from llmobs.apis.openai_chat import ChatAccumulator
@@ -20,18 +23,28 @@ class Endpoint:
     operation: str | None  # gen_ai.operation.name
     accumulator: type[Accumulator]
     stream_usage_option: bool = False  # accepts stream_options.include_usage
+    flavor: str = "openai"
 
-    def parse(self, body: bytes, *, inject_usage: bool = False, capture_content: bool = False) -> ParsedBody:
-        """The fields we account for; the body to send (include_usage added when asked)."""
+    def parse(
+        self, body: bytes, *, path: str = "", inject_usage: bool = False, capture_content: bool = False
+    ) -> ParsedBody:
+        """The fields we account for; the body to send (include_usage added when asked).
+
+        An Azure OpenAI request names no model in its body: its deployment (from the path)
+        stands in, until the response names the model that served it.
+        """
         if self.operation is None:
             return ParsedBody(None, False, {}, body, False)
-        return parse_body(
+        parsed = parse_body(
             self.name,
             body,
             stream_usage_option=self.stream_usage_option,
             inject_usage=inject_usage,
             capture_content=capture_content,
         )
+        if parsed.model is None and (deployment := azure_deployment(path)):
+            parsed = dataclasses.replace(parsed, model=deployment)
+        return parsed
 
     def observe(self, info: RequestInfo, start: float) -> Accumulator:
         """A fresh accumulator for one response."""
@@ -45,6 +58,15 @@ ENDPOINTS: dict[str, Endpoint] = {
     "responses": Endpoint("responses", "chat", ResponsesAccumulator),
 }
 OTHER = Endpoint("other", None, OtherAccumulator)
+
+
+_DEPLOYMENT = re.compile(r"/deployments/([^/]{1,256})/")
+
+
+def azure_deployment(path: str) -> str | None:
+    """The deployment of an Azure OpenAI path (`/openai/deployments/{deployment}/...`), if any."""
+    match = _DEPLOYMENT.search(path)
+    return unquote(match.group(1)) if match else None
 
 
 def classify(method: str, path: str) -> Endpoint:

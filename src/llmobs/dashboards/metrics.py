@@ -59,22 +59,25 @@ def _m(name: str, kind: Kind, labels: str, unit: str, noun: str) -> Metric:
 C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
 
 # Must match llmobs.telemetry.sinks.prometheus and README "Prometheus metrics" (tests check both).
-REQUESTS = _m(n.REQUESTS, C, "endpoint model tenant stream status_code outcome", "requests", "requests")
+REQUESTS = _m(n.REQUESTS, C, "endpoint model tenant stream status_code outcome upstream", "requests", "requests")
 REQUESTS_IN_FLIGHT = _m(n.REQUESTS_IN_FLIGHT, G, "endpoint", "requests", "in flight")
 REQUEST_DURATION = _m(n.REQUEST_DURATION, H, "endpoint model stream", "seconds", "duration")
 TIME_TO_FIRST_TOKEN = _m(n.TIME_TO_FIRST_TOKEN, H, "endpoint model", "seconds", "TTFT")
 TIME_PER_OUTPUT_TOKEN = _m(n.TIME_PER_OUTPUT_TOKEN, H, "endpoint model", "seconds", "time per token")
 REASONING_DURATION = _m(n.REASONING_DURATION, H, "endpoint model", "seconds", "reasoning time")
-TOKENS = _m(n.TOKENS, C, "endpoint model tenant type", "tokens", "tokens")
+TOKENS = _m(n.TOKENS, C, "endpoint model tenant type upstream", "tokens", "tokens")
+AUDIO_SECONDS = _m(n.AUDIO_SECONDS, C, "endpoint model tenant upstream", "seconds of audio", "audio")
+IMAGES = _m(n.IMAGES, C, "endpoint model tenant upstream", "images", "images")
 ESTIMATED_TOKENS = _m(n.ESTIMATED_TOKENS, C, "endpoint model type", "tokens", "estimated tokens")
 REQUEST_TOKENS = _m(n.REQUEST_TOKENS, H, "endpoint model type", "tokens per request", "request size")
 FINISH_REASONS = _m(n.FINISH_REASONS, C, "endpoint model reason", "choices", "finish reasons")
-COST_USD = _m(n.COST_USD, C, "model tenant", "US dollars", "cost")
+COST_USD = _m(n.COST_USD, C, "model tenant upstream", "US dollars", "cost")
 UNPRICED_REQUESTS = _m(n.UNPRICED_REQUESTS, C, "model", "requests", "unpriced")
 USAGE_MISSING = _m(n.USAGE_MISSING, C, "endpoint model", "requests", "usage missing")
 PROXY_OVERHEAD = _m(n.PROXY_OVERHEAD, H, "endpoint", "seconds", "overhead")
 TELEMETRY_ERRORS = _m(n.TELEMETRY_ERRORS, C, "component", "failures", "telemetry errors")
 BUILD_INFO = _m(n.BUILD_INFO, G, "version", "1 per process", "replicas")
+UPSTREAM_INFO = _m(n.UPSTREAM_INFO, G, "upstream provider host", "1 per upstream", "upstreams")
 
 METRICS: tuple[Metric, ...] = (
     REQUESTS,
@@ -84,6 +87,8 @@ METRICS: tuple[Metric, ...] = (
     TIME_PER_OUTPUT_TOKEN,
     REASONING_DURATION,
     TOKENS,
+    AUDIO_SECONDS,
+    IMAGES,
     ESTIMATED_TOKENS,
     REQUEST_TOKENS,
     FINISH_REASONS,
@@ -93,6 +98,7 @@ METRICS: tuple[Metric, ...] = (
     PROXY_OVERHEAD,
     TELEMETRY_ERRORS,
     BUILD_INFO,
+    UPSTREAM_INFO,
 )
 BY_SERIES = {series: metric for metric in METRICS for series in metric.exposed}
 _SERIES_NAME = re.compile(r"\bllmobs_[a-z0-9_]+\b")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -13,8 +14,8 @@ from llmobs.attribution import tenant_of
 from llmobs.observe import Accumulator, Adapter, ResponseObserver
 from llmobs.proxy import headers as hp
 from llmobs.proxy.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, error_body, read_body, respond
+from llmobs.proxy.routing import Route, Router
 from llmobs.proxy.upstream import (
-    Upstream,
     UpstreamBadResponse,
     UpstreamBroken,
     UpstreamResponse,
@@ -53,21 +54,19 @@ class Proxy:
 
     def __init__(
         self,
-        upstream: Upstream,
+        router: Router,
         recorder: Recorder,
         adapters: Callable[[str, str], Adapter],
         *,
         tenant_header: str = "x-llmobs-tenant",
-        upstream_authorization: str | None = None,
         inject_stream_usage: bool = True,
         max_body_bytes: int = 64 * 1024 * 1024,
         capture_content: bool = False,
     ) -> None:
-        self.upstream = upstream
+        self.router = router
         self.recorder = recorder
         self.adapters = adapters
         self.tenant_header = tenant_header.lower().encode("latin-1")
-        self.authorization = upstream_authorization.encode("latin-1") if upstream_authorization else None
         self.inject_stream_usage = inject_stream_usage
         self.max_body_bytes = max_body_bytes
         self.capture_content = capture_content
@@ -80,9 +79,13 @@ class Proxy:
         if not raw_path.startswith(b"/"):
             await respond(send, 400, error_body("request target must be a path", "invalid_request_target"))
             return
+        route, path = self.router.match(raw_path)
+        # Classified by the path the upstream gets: a route's prefix is not part of the API.
+        api_path = scope["path"] if not route.prefix else path.decode("latin-1")
+        adapter = self.adapters(scope["method"], api_path)
         self.in_flight += 1
         try:
-            await Exchange(self, scope, receive, send, start, self.adapters(scope["method"], scope["path"])).run()
+            await Exchange(self, scope, receive, send, start, adapter, route, path).run()
         finally:
             self.in_flight -= 1
 
@@ -91,7 +94,15 @@ class Exchange:
     """One request's journey: admit, forward, relay. Records exactly once, in a finally."""
 
     def __init__(
-        self, proxy: Proxy, scope: Scope, receive: Receive, send: Send, start: float, adapter: Adapter
+        self,
+        proxy: Proxy,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        start: float,
+        adapter: Adapter,
+        route: Route,
+        path: bytes,
     ) -> None:
         self.proxy = proxy
         self.scope = scope
@@ -99,6 +110,8 @@ class Exchange:
         self.send = send
         self.start = start
         self.adapter = adapter
+        self.route = route
+        self.path = path  # the path the upstream gets (a route's prefix replaced)
         self.status = 499  # until a response starts
         self.outcome = Outcome.COMPLETED
         self.overhead = 0.0  # seconds spent in the proxy itself
@@ -156,18 +169,15 @@ class Exchange:
             raise Rejected(
                 413, f"request body is larger than {proxy.max_body_bytes} bytes", "request_too_large"
             ) from None
-        headers = hp.request_headers(self.scope["headers"], authorization=proxy.authorization)
+        headers = hp.request_headers(self.scope["headers"], credential=self.route.credential)
         bad = hp.unsendable(headers)
         if bad is not None:
             name = bad.decode("latin-1")[:64]  # never the value: it may be a secret
             raise Rejected(400, f"header {name!r} has control characters", "invalid_header")
         parsed = self._parse(body)
-        info = RequestInfo(
-            endpoint=self.adapter.name,
-            operation=self.adapter.operation,
+        info = self._info(
             model=parsed.model,
             stream=parsed.stream,
-            tenant=self._tenant(),
             params=parsed.params,
             usage_injected=parsed.usage_injected,
             capture_content=proxy.capture_content,
@@ -175,12 +185,27 @@ class Exchange:
         )
         return Admitted(info, parsed, body, headers)
 
+    def _info(self, **fields: Any) -> RequestInfo:
+        route, upstream = self.route, self.route.upstream
+        return RequestInfo(
+            endpoint=self.adapter.name,
+            operation=self.adapter.operation,
+            tenant=self._tenant(),
+            provider=route.provider or self.adapter.flavor,
+            pricing_provider=route.pricing_provider,
+            upstream=route.name,
+            server_address=upstream.host,
+            server_port=upstream.port,
+            **fields,
+        )
+
     def _parse(self, body: bytes) -> ParsedBody:
         """The fields we account for; a body we fail to read is forwarded as it came."""
         proxy = self.proxy
         try:
             return self.adapter.parse(
                 body,
+                path=self.path.decode("latin-1"),
                 inject_usage=proxy.inject_stream_usage and not proxy.rejects_usage_option,
                 capture_content=proxy.capture_content,
             )
@@ -216,7 +241,7 @@ class Exchange:
 
     async def _forward(self, headers: list[tuple[str, str]], admitted: Admitted) -> UpstreamResponse | None:
         """The upstream's response, or None once the proxy has answered a failure itself."""
-        upstream = self.proxy.upstream
+        upstream = self.route.upstream
         target = self._target()
         try:
             resp = await upstream.send(self.scope["method"], target, headers, admitted.parsed.body)
@@ -242,10 +267,9 @@ class Exchange:
         return resp
 
     def _target(self) -> str:
-        """Path and query as the client sent them."""
-        target: bytes = self.scope.get("raw_path") or self.scope["path"].encode()
+        """Path and query as the client sent them (a route's prefix replaced)."""
         query: bytes = self.scope.get("query_string", b"")
-        return (target + b"?" + query if query else target).decode("latin-1")
+        return (self.path + b"?" + query if query else self.path).decode("latin-1")
 
     async def _fail(self, status: int, outcome: Outcome, message: str, code: str) -> None:
         self.status, self.outcome = status, outcome

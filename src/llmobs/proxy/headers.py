@@ -37,15 +37,19 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens
 
 
+CREDENTIALS = frozenset({b"authorization", b"api-key", b"x-api-key"})  # OpenAI, Azure, Anthropic
+
+
 def request_headers(
     headers: Iterable[tuple[bytes, bytes]],
     *,
     drop: frozenset[bytes] = frozenset(),
-    authorization: bytes | None = None,
+    credential: tuple[bytes, bytes] | None = None,
 ) -> Headers:
     """Client headers for the upstream: no hop-by-hop, no x-llmobs-*, no Host (rewritten
-    by the client library), no Content-Length (recomputed); Authorization replaced when
-    an upstream key is configured. Everything else is kept as sent, duplicates included."""
+    by the client library), no Content-Length (recomputed). With a `credential` (the
+    upstream key the operator configured, as a header), every key header the client sent
+    is replaced by it. Everything else is kept as sent, duplicates included."""
     headers = list(headers)
     named = _connection_tokens(headers)
     out: Headers = []
@@ -59,11 +63,11 @@ def request_headers(
             or lower in drop
         ):
             continue
-        if authorization is not None and lower in (b"authorization", b"api-key"):
+        if credential is not None and lower in CREDENTIALS:
             continue
         out.append((name, value))
-    if authorization is not None:
-        out.append((b"authorization", authorization))
+    if credential is not None:
+        out.append(credential)
     return out
 
 

@@ -20,6 +20,9 @@ UNPRICED_REQUESTS = "llmobs_unpriced_requests"
 USAGE_MISSING = "llmobs_usage_missing"
 PROXY_OVERHEAD = "llmobs_proxy_overhead_seconds"
 BUILD_INFO = "llmobs_build_info"
+UPSTREAM_INFO = "llmobs_upstream_info"
+AUDIO_SECONDS = "llmobs_audio_seconds"
+IMAGES = "llmobs_images"
 TELEMETRY_ERRORS = "llmobs_telemetry_errors"
 
 
@@ -28,8 +31,34 @@ def total(name: str) -> str:
     return name + "_total"
 
 
-ENDPOINTS = ("chat_completions", "completions", "embeddings", "responses", "other")
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
+ENDPOINTS = (
+    "chat_completions",
+    "completions",
+    "embeddings",
+    "responses",
+    "messages",
+    "messages_count_tokens",
+    "messages_batches",
+    "realtime",
+    "images_generations",
+    "images_edits",
+    "audio_transcriptions",
+    "audio_translations",
+    "audio_speech",
+    "moderations",
+    "other",
+)
+TOKEN_TYPES = (
+    "input",
+    "output",
+    "cache_read",
+    "cache_write",
+    "reasoning",
+    "input_audio",
+    "input_image",
+    "output_audio",
+    "output_image",
+)
 FINISH_REASON_VALUES = ("stop", "length", "tool_calls", "content_filter", "function_call")
 OTHER = "other"  # the value a bounded label takes once its budget is spent
 

@@ -71,28 +71,43 @@ class ModelRates:
         return micro_usd / _PER_MILLION
 
 
+_DEFAULT = "\x00default"  # price() without a provider: the one the table was loaded for
+
+
 class PriceTable:
     """Prices requests: price-file models by exact name, then genai-prices' bundled data."""
 
-    def __init__(self, overrides: Mapping[str, ModelRates], find: Callable[[str], Match | None] | None) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, ModelRates],
+        provider: str | None = None,
+        *,
+        find: Callable[[str], Match | None] | None = None,
+    ) -> None:
+        """`find` replaces the bundled lookup for `provider` (tests)."""
         self._overrides = dict(overrides)
-        self._linear: dict[tuple[str, str], LinearRates | None] = {}  # bounded by the lookup cache
-        # genai-prices does not remember misses, and a miss scans every model: cache both.
-        self._find = None if find is None else lru_cache(maxsize=_LOOKUP_CACHE_SIZE)(find)
+        self._provider = provider
+        self._finders: dict[str | None, Callable[[str], Match | None] | None] = {}
+        if find is not None:
+            self._finders[provider] = lru_cache(maxsize=_LOOKUP_CACHE_SIZE)(find)
+        self._linear: dict[tuple[str, str], LinearRates | None] = {}  # bounded by the lookup caches
 
     @classmethod
     def load(cls, *, provider: str | None, price_file: str | Path | None) -> PriceTable:
         """Build the table at start-up; a bad price file raises PriceFileError.
 
-        `provider` is a genai-prices id or a semconv name (see `providers.lookup`); None means the
-        upstream is unknown, and a model is then priced by the provider its name belongs to
-        (`gpt-*` by OpenAI, `claude*` by Anthropic, ...), as genai-prices does without a provider.
-        A provider genai-prices lacks (e.g. "vllm") gets the price file's prices only.
+        `provider` (a genai-prices id or a semconv name, see `providers.lookup`) is the one a
+        price() call without its own is priced for; None means the upstream is unknown, and a
+        model is then priced by the provider its name belongs to (`gpt-*` by OpenAI, `claude*`
+        by Anthropic, ...), as genai-prices does without a provider. A provider genai-prices
+        lacks (e.g. "vllm") gets the price file's prices only.
         """
         overrides = read_price_file(Path(price_file)) if price_file is not None else {}
-        return cls(overrides, _bundled_finder(provider))
+        return cls(overrides, provider)
 
-    def price(self, model: str | None, usage: Usage, *, at: datetime | None = None) -> Decimal | None:
+    def price(
+        self, model: str | None, usage: Usage, *, provider: str | None = _DEFAULT, at: datetime | None = None
+    ) -> Decimal | None:
         """USD for one request, or None when it cannot be priced: never 0 for an unknown model.
 
         `at` is the request's wall-clock time (default now): some prices depend on the date or
@@ -102,19 +117,28 @@ class PriceTable:
             return None
         rates = self._overrides.get(model)
         if rates is not None:
-            return rates.cost(usage)
-        found = None if self._find is None else self._find(model)
+            return rates.cost(usage) if _has_tokens(usage) else None
+        find = self._finder(self._provider if provider == _DEFAULT else provider)
+        found = None if find is None else find(model)
         if found is None:
             return None
-        provider, info = found
-        key = (provider.id, info.id)
-        if key not in self._linear:
-            self._linear[key] = linear_rates(provider, info)
-        linear = self._linear[key]
-        if linear is not None:
-            return linear.cost(usage)
-        calc = info.calc_price(_genai_usage(usage), provider, genai_request_timestamp=at or datetime.now(UTC))
+        bundled, info = found
+        if not usage.pricing:
+            key = (bundled.id, info.id)
+            if key not in self._linear:
+                self._linear[key] = linear_rates(bundled, info)
+            linear = self._linear[key]
+            if linear is not None:
+                return linear.cost(usage)
+        calc = info.calc_price(_genai_usage(usage), bundled, genai_request_timestamp=at or datetime.now(UTC))
         return calc.total_price
+
+    def _finder(self, provider: str | None) -> Callable[[str], Match | None] | None:
+        if provider not in self._finders:
+            find = _bundled_finder(provider)
+            # genai-prices does not remember misses, and a miss scans every model: cache both.
+            self._finders[provider] = None if find is None else lru_cache(maxsize=_LOOKUP_CACHE_SIZE)(find)
+        return self._finders[provider]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +176,14 @@ def linear_rates(provider: Provider, info: ModelInfo) -> LinearRates | None:
     return LinearRates(fee, rates)
 
 
+def _has_tokens(usage: Usage) -> bool:
+    return usage.input_tokens is not None and usage.output_tokens is not None
+
+
 def _priceable(usage: Usage) -> bool:
-    """Input and output reported, and the subsets no larger than their totals."""
+    """Usage in genai-prices' keys; or input and output reported, the subsets within their totals."""
+    if usage.pricing:
+        return True
     if usage.input_tokens is None or usage.output_tokens is None:
         return False
     cached = (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
@@ -170,6 +200,8 @@ def _genai_usage(usage: Usage) -> GenaiUsage:
     rate and takes it out of its total; a subset without a rate stays in the total and pays its
     rate. That is the price-file formula, so cached input is never billed twice.
     """
+    if usage.pricing:
+        return GenaiUsage(**dict(usage.pricing))
     return GenaiUsage(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,

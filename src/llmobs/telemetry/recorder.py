@@ -18,7 +18,7 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class Pricer(Protocol):
-    def price(self, model: str | None, usage: Usage) -> Decimal | None: ...
+    def price(self, model: str | None, usage: Usage, *, provider: str | None) -> Decimal | None: ...
 
 
 class Tracer(Protocol):
@@ -77,7 +77,7 @@ class Recorder:
     def finish(self, obs: Observation, handle: object | None = None) -> Observation:
         """Price a finished request and record it everywhere; returns what was recorded."""
         reported = obs.usage if obs.usage_source is UsageSource.REPORTED else None
-        cost = self.price(obs.request.model, obs.response_model, reported)
+        cost = self.price(obs.request.model, obs.response_model, reported, obs.request.pricing_provider)
         trace_id = self.tracer.trace_id(handle) if self.tracer is not None and handle is not None else None
         if cost is not None or trace_id is not None:
             obs = dataclasses.replace(obs, cost=cost, trace_id=trace_id)
@@ -92,7 +92,9 @@ class Recorder:
         """A request whose observation could not be made is no longer in flight."""
         self.prometheus.ended(info.endpoint)
 
-    def price(self, model: str | None, served: str | None, usage: Usage | None) -> Decimal | None:
+    def price(
+        self, model: str | None, served: str | None, usage: Usage | None, provider: str | None = None
+    ) -> Decimal | None:
         """USD for reported usage: by the served model, else the requested one; None if unpriced.
 
         The model that answered is the one billed: a request for one model served by another
@@ -101,9 +103,9 @@ class Recorder:
         if self.prices is None or usage is None:
             return None
         try:
-            cost = self.prices.price(served, usage) if served else None
+            cost = self.prices.price(served, usage, provider=provider) if served else None
             if cost is None and model and model != served:
-                cost = self.prices.price(model, usage)
+                cost = self.prices.price(model, usage, provider=provider)
         except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
             self.failed("pricing")
             return None

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 COST_METRIC = "llmobs.cost"
 ATTR_COST_USD = "llmobs.cost_usd"
 ATTR_TENANT = "llmobs.tenant"
+ATTR_UPSTREAM = "llmobs.upstream"  # the route that served the request, when routes are configured
 ATTR_OUTCOME = "llmobs.outcome"
 ATTR_USAGE_SOURCE = "llmobs.usage_source"
 ATTR_ESTIMATED_OUTPUT_TOKENS = "llmobs.estimated_output_tokens"
@@ -169,8 +170,18 @@ class OTelSink:
     def _textmap(self) -> TextMapPropagator:
         return self._propagator or get_global_textmap()
 
+    def _where(self, info: RequestInfo) -> dict[str, Any]:
+        """Provider and server of a request: its route's, else the sink's defaults."""
+        if info.provider is None and not info.server_address:
+            return self._static
+        return {
+            genai.GEN_AI_PROVIDER_NAME: info.provider or self._static[genai.GEN_AI_PROVIDER_NAME],
+            SERVER_ADDRESS: info.server_address or self._static[SERVER_ADDRESS],
+            SERVER_PORT: info.server_port or self._static[SERVER_PORT],
+        }
+
     def _start_attributes(self, info: RequestInfo) -> dict[str, Any]:
-        attrs: dict[str, Any] = {genai.GEN_AI_OPERATION_NAME: info.operation, **self._static}
+        attrs: dict[str, Any] = {genai.GEN_AI_OPERATION_NAME: info.operation, **self._where(info)}
         if info.model:
             attrs[genai.GEN_AI_REQUEST_MODEL] = info.model
         for key, value in info.params.items():
@@ -182,6 +193,8 @@ class OTelSink:
             attrs[openai_attrs.OPENAI_API_TYPE] = api_type
         if info.tenant:
             attrs[ATTR_TENANT] = info.tenant
+        if info.upstream:
+            attrs[ATTR_UPSTREAM] = info.upstream
         return attrs
 
     def _finish_span(self, obs: Observation, handle: SpanHandle) -> None:
@@ -206,10 +219,10 @@ class OTelSink:
         error = None if obs.outcome is Outcome.COMPLETED else obs.error_type or str(obs.outcome)
         model = self._models(info.model) if info.model else None
         response_model = self._response_models(obs.response_model) if obs.response_model else None
-        key = (info.operation, model, response_model, error)
+        key = (info.operation, model, response_model, error, info.provider, info.server_address, info.server_port)
         attrs = self._attrs.get(key)
         if attrs is None:
-            attrs = self._attrs_for(info.operation, model, response_model, error)
+            attrs = self._attrs_for(info, model, response_model, error)
             if len(self._attrs) >= _ATTR_CACHE_LIMIT:
                 self._attrs.clear()
             self._attrs[key] = attrs
@@ -227,9 +240,9 @@ class OTelSink:
             inst.cost.add(float(obs.cost), cost_attrs)
 
     def _attrs_for(
-        self, operation: str | None, model: str | None, response_model: str | None, error: str | None
+        self, info: RequestInfo, model: str | None, response_model: str | None, error: str | None
     ) -> tuple[dict[str, Any], ...]:
-        base: dict[str, Any] = {genai.GEN_AI_OPERATION_NAME: operation, **self._static}
+        base: dict[str, Any] = {genai.GEN_AI_OPERATION_NAME: info.operation, **self._where(info)}
         if model:
             base[genai.GEN_AI_REQUEST_MODEL] = model
         cost_attrs = {key: base[key] for key in base if key not in (SERVER_ADDRESS, SERVER_PORT)}
@@ -342,6 +355,7 @@ def _response_attributes(obs: Observation) -> dict[str, Any]:
         if value is not None:
             attrs[key] = value
     attrs[ATTR_USAGE_SOURCE] = str(obs.usage_source)
+    attrs.update(obs.attributes)
     ttfc = _time_to_first_chunk(obs)
     if ttfc is not None:
         attrs[genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc

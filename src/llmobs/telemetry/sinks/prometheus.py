@@ -31,7 +31,9 @@ class PrometheusSink:
 
         em = ("endpoint", "model")
         self.requests = counter(
-            n.REQUESTS, "Proxied requests.", ("endpoint", "model", "tenant", "stream", "status_code", "outcome")
+            n.REQUESTS,
+            "Proxied requests.",
+            ("endpoint", "model", "tenant", "stream", "status_code", "outcome", "upstream"),
         )
         self.in_flight = Gauge(
             n.REQUESTS_IN_FLIGHT,
@@ -60,9 +62,16 @@ class PrometheusSink:
         )
         self.tokens = counter(
             n.TOKENS,
-            "Tokens as the upstream reported them; cache_* are part of input, reasoning of output.",
-            ("endpoint", "model", "tenant", "type"),
+            "Tokens as the upstream reported them; cache_* and input_* are part of input, reasoning and "
+            "output_* of output.",
+            ("endpoint", "model", "tenant", "type", "upstream"),
         )
+        self.audio_seconds = counter(
+            n.AUDIO_SECONDS,
+            "Seconds of audio the upstream reported (transcriptions, translations).",
+            ("endpoint", "model", "tenant", "upstream"),
+        )
+        self.images = counter(n.IMAGES, "Images the upstream returned.", ("endpoint", "model", "tenant", "upstream"))
         self.estimated_tokens = counter(
             n.ESTIMATED_TOKENS,
             "Tokens estimated by the proxy where the upstream reported none.",
@@ -74,7 +83,7 @@ class PrometheusSink:
         self.finish_reasons = counter(
             n.FINISH_REASONS, "Finish reasons, one per choice.", ("endpoint", "model", "reason")
         )
-        self.cost = counter(n.COST_USD, "Cost in US dollars of priced requests.", ("model", "tenant"))
+        self.cost = counter(n.COST_USD, "Cost in US dollars of priced requests.", ("model", "tenant", "upstream"))
         self.unpriced = counter(n.UNPRICED_REQUESTS, "Requests with usage that no price covers.", ("model",))
         self.usage_missing = counter(n.USAGE_MISSING, "Successful requests whose response carried no usage.", em)
         self.overhead = histogram(
@@ -90,15 +99,32 @@ class PrometheusSink:
         )
         build = Gauge(n.BUILD_INFO, "llmobs build; always 1.", ("version",), registry=registry, multiprocess_mode="max")
         build.labels(__version__).set(1)
+        self.upstream_info = Gauge(
+            n.UPSTREAM_INFO,
+            "The upstreams behind the proxy; always 1.",
+            ("upstream", "provider", "host"),
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self._in_flight = {endpoint: self.in_flight.labels(endpoint) for endpoint in n.ENDPOINTS}
         self._requests: dict[tuple[Any, ...], Any] = {}
-        self._bound: dict[tuple[str, str, str, bool], _Series] = {}
+        self._bound: dict[tuple[str, str, str, bool, str], _Series] = {}
 
     def started(self, endpoint: str) -> None:
-        self._in_flight[endpoint].inc()
+        self._gauge(endpoint).inc()
 
     def ended(self, endpoint: str) -> None:
-        self._in_flight[endpoint].dec()
+        self._gauge(endpoint).dec()
+
+    def _gauge(self, endpoint: str) -> Any:
+        gauge = self._in_flight.get(endpoint)
+        if gauge is None:
+            gauge = self._in_flight[endpoint] = self.in_flight.labels(endpoint)
+        return gauge
+
+    def upstream(self, name: str, provider: str | None, host: str) -> None:
+        """Declare an upstream (route) behind the proxy, for dashboards to split by provider."""
+        self.upstream_info.labels(name, provider or "", host).set(1)
 
     def telemetry_error(self, component: str, count: int = 1) -> None:
         self.telemetry_errors.labels(component).inc(count)
@@ -107,17 +133,18 @@ class PrometheusSink:
         """Record one observation (its request is no longer in flight)."""
         info = obs.request
         self.ended(info.endpoint)
-        model = self.models(info.model)
+        # A request that names no model (Azure, a body we could not read) goes by the served one.
+        model = self.models(info.model or obs.response_model)
         tenant = self.tenants(info.tenant)
         trace_id = obs.trace_id
-        series = self._series(info.endpoint, model, tenant, info.stream)
+        series = self._series(info.endpoint, model, tenant, info.stream, info.upstream)
         exemplar = {"trace_id": trace_id} if trace_id else None
-        key = (info.endpoint, model, tenant, info.stream, obs.status_code, obs.outcome)
+        key = (info.endpoint, model, tenant, info.stream, obs.status_code, obs.outcome, info.upstream)
         requests = self._requests.get(key)
         if requests is None:
             stream = "true" if info.stream else "false"
             requests = self._requests[key] = self.requests.labels(
-                info.endpoint, model, tenant, stream, str(obs.status_code), obs.outcome.value
+                info.endpoint, model, tenant, stream, str(obs.status_code), obs.outcome.value, info.upstream
             )
         requests.inc()
         series.get("duration").observe(obs.timings.duration, exemplar)
@@ -150,16 +177,20 @@ class PrometheusSink:
             series.get("request_tokens", "input").observe(usage.input_tokens)
         if usage.output_tokens is not None:
             series.get("request_tokens", "output").observe(usage.output_tokens)
+        if usage.audio_seconds is not None:
+            series.get("audio_seconds").inc(usage.audio_seconds)
+        if usage.images is not None:
+            series.get("images").inc(usage.images)
         if obs.cost is None:
             series.get("unpriced").inc()
         else:
             series.get("cost").inc(float(obs.cost))
 
-    def _series(self, endpoint: str, model: str, tenant: str, stream: bool) -> _Series:
-        key = (endpoint, model, tenant, stream)
+    def _series(self, endpoint: str, model: str, tenant: str, stream: bool, upstream: str) -> _Series:
+        key = (endpoint, model, tenant, stream, upstream)
         series = self._bound.get(key)
         if series is None:
-            series = self._bound[key] = _Series(self, endpoint, model, tenant, stream)
+            series = self._bound[key] = _Series(self, endpoint, model, tenant, stream, upstream)
         return series
 
 
@@ -174,23 +205,34 @@ _LABELS: dict[str, tuple[str, ...]] = {
     "usage_missing": ("endpoint", "model"),
     "estimated_tokens": ("endpoint", "model", "extra"),
     "request_tokens": ("endpoint", "model", "extra"),
-    "tokens": ("endpoint", "model", "tenant", "extra"),
+    "tokens": ("endpoint", "model", "tenant", "extra", "upstream"),
+    "audio_seconds": ("endpoint", "model", "tenant", "upstream"),
+    "images": ("endpoint", "model", "tenant", "upstream"),
     "finish_reasons": ("endpoint", "model", "extra"),
-    "cost": ("model", "tenant"),
+    "cost": ("model", "tenant", "upstream"),
     "unpriced": ("model",),
 }
 
 
 class _Series:
-    """Label children of one (endpoint, model, tenant, stream), bound on first use: `.labels()`
+    """Label children of one (endpoint, model, tenant, stream, upstream), bound on first use: `.labels()`
     costs microseconds and a request touches a dozen series. Binding lazily keeps a series
     from existing before it has data, so an unpriced model never shows a $0 cost series."""
 
     __slots__ = ("_sink", "_labels", "_children")
 
-    def __init__(self, sink: PrometheusSink, endpoint: str, model: str, tenant: str, stream: bool) -> None:
+    def __init__(
+        self, sink: PrometheusSink, endpoint: str, model: str, tenant: str, stream: bool, upstream: str
+    ) -> None:
         self._sink = sink
-        self._labels = {"endpoint": endpoint, "model": model, "tenant": tenant, "stream": "true" if stream else "false"}
+        stream_label = "true" if stream else "false"
+        self._labels = {
+            "endpoint": endpoint,
+            "model": model,
+            "tenant": tenant,
+            "stream": stream_label,
+            "upstream": upstream,
+        }
         self._children: dict[tuple[str, str], Any] = {}
 
     def get(self, metric: str, extra: str = "") -> Any:
