@@ -126,7 +126,15 @@ def test_a_failing_pricer_is_counted_and_tokens_are_still_recorded(registry: Col
     assert recorded.cost is None
     assert sample(registry, "llmobs_telemetry_errors_total", component="pricing") == 1
     assert (
-        sample(registry, "llmobs_tokens_total", endpoint="chat_completions", model="asked", tenant="", type="input", upstream="")
+        sample(
+            registry,
+            "llmobs_tokens_total",
+            endpoint="chat_completions",
+            model="asked",
+            tenant="",
+            type="input",
+            upstream="",
+        )
         == 1000
     )
 

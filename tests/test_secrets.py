@@ -23,6 +23,8 @@ import httpx2 as httpx
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from conftest import sdk_client
 from llmobs.app import create_app
@@ -101,7 +103,20 @@ def traffic(base_url: str) -> list[str]:
     ):
         response = httpx.post(base_url + path, content=content, headers=headers)
         told.append(response.text)
+    realtime(base_url)
     return told
+
+
+def realtime(base_url: str) -> None:
+    """A Realtime session with the key where browsers and Azure put it: a subprotocol and the query."""
+    quiet = logging.getLogger("test.secrets.websocket")  # the test's own client logs its handshake
+    quiet.setLevel(logging.WARNING)
+    url = base_url.replace("http://", "ws://") + f"/realtime?model=gpt-realtime&api-key={CLIENT_KEY}"
+    protocols = [Subprotocol("realtime"), Subprotocol(f"openai-insecure-api-key.{CLIENT_KEY}")]
+    with ws_connect(url, subprotocols=protocols, logger=quiet) as ws:
+        ws.send(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"]}}))
+        while json.loads(ws.recv(timeout=5))["type"] != "response.done":
+            pass
 
 
 def unreachable(make_proxy: Any) -> list[str]:

@@ -15,7 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import SecretStr
 
-from llmobs.apis.table import classify
+from llmobs.apis.table import classify, classify_websocket
 from llmobs.config import Settings, multiprocess_dir
 from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
 from llmobs.proxy.exchange import Proxy
@@ -128,10 +128,12 @@ class LLMObs:
             self.router,
             self.recorder,
             classify,
+            sessions=classify_websocket,
             tenant_header=settings.tenant_header,
             inject_stream_usage=settings.inject_stream_usage,
             max_body_bytes=settings.max_body_bytes,
             capture_content=settings.capture_content,
+            max_message_bytes=settings.max_websocket_message_bytes,
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.scrape = scrape_registry(self.registry, multiprocess_dir())
@@ -164,10 +166,13 @@ class LLMObs:
                 await self.admin(scope, receive, send)
             else:
                 await self.proxy(scope, receive, send)
+        elif kind == "websocket":
+            await self.proxy.websocket(scope, receive, send)
         elif kind == "lifespan":
             await lifespan(receive, send, self.startup, self.shutdown)
 
     async def startup(self) -> None:
+        _quiet_websocket_paths()
         for route in self.router.all:
             await route.upstream.open()
         # Everything built so far lives as long as the process: move it out of the
@@ -187,6 +192,24 @@ class LLMObs:
                     provider.shutdown()  # flushes what is queued
                 except Exception:
                     log.warning("OpenTelemetry shutdown failed", exc_info=True)
+
+
+class _NoWebSocketPaths(logging.Filter):
+    """Drops uvicorn's per-connection WebSocket lines and the WebSocket library's debug trace
+    (`< GET /path?query`, `< header: value`, `< TEXT '...'`): they print the path, query,
+    headers and frames, which can carry a key (Azure OpenAI's Realtime takes `api-key` in the
+    query; browsers send it as a subprotocol) or prompt content. HTTP has no access log either."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        return not (isinstance(msg, str) and msg.startswith(('%s - "WebSocket', "< ", "> ", "%s - ")))
+
+
+_WEBSOCKET_FILTER = _NoWebSocketPaths()
+
+
+def _quiet_websocket_paths() -> None:
+    logging.getLogger("uvicorn.error").addFilter(_WEBSOCKET_FILTER)  # adding it twice is a no-op
 
 
 def build_router(settings: Settings) -> Router:

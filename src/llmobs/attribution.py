@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from functools import lru_cache
 
 
@@ -12,8 +13,15 @@ def fingerprint(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
 
 
-def tenant_of(headers: dict[bytes, bytes], tenant_header: bytes) -> str:
-    """Tenant from the configured header, else an API-key fingerprint, else empty."""
+_INSECURE_KEY = "openai-insecure-api-key."  # browsers' Realtime clients send the key as a subprotocol
+
+
+def tenant_of(headers: dict[bytes, bytes], tenant_header: bytes, subprotocols: Sequence[str] | None = None) -> str:
+    """Tenant from the configured header, else an API-key fingerprint, else empty.
+
+    The key may come in `Authorization`, Anthropic's `x-api-key`, Azure's `api-key`, or a
+    WebSocket subprotocol `openai-insecure-api-key.<key>`.
+    """
     value = headers.get(tenant_header)
     if value:
         return value.decode("latin-1").strip()
@@ -27,4 +35,7 @@ def tenant_of(headers: dict[bytes, bytes], tenant_header: bytes) -> str:
         key = headers.get(name, b"").decode("latin-1").strip()
         if key:
             return fingerprint(key)
+    for protocol in subprotocols or ():
+        if protocol.startswith(_INSECURE_KEY) and len(protocol) > len(_INSECURE_KEY):
+            return fingerprint(protocol[len(_INSECURE_KEY) :])
     return ""

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     read_timeout: float = Field(600.0, gt=0)
     total_timeout: float | None = Field(None, gt=0)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    max_websocket_message_bytes: int = Field(16 * 1024 * 1024, ge=1)  # larger frames close with 1009
     max_connections: int = Field(4096, ge=1)
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(30.0, ge=0)  # SIGTERM: drain in-flight requests this long

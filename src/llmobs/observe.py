@@ -9,6 +9,7 @@ is the upstream's bytes, less only what stream_usage removes when llmobs asked f
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from llmobs.decoders import ContentDecoder, DecodingError, decoder_for
@@ -49,6 +50,62 @@ class Adapter(Protocol):
     def parse(self, body: bytes, *, path: str, inject_usage: bool, capture_content: bool) -> ParsedBody: ...
 
     def observe(self, info: RequestInfo, start: float) -> Accumulator: ...
+
+
+class SessionObserver(Protocol):
+    """Watches the frames of one WebSocket session; only observes.
+
+    Responses inside the session begin and end as frames arrive: `drain()` hands them out
+    (`Begun` then `Finished`), so the proxy can note them in flight and record them.
+    """
+
+    def client_frame(self, data: bytes | str, now: float) -> None: ...
+
+    def upstream_frame(self, data: bytes | str, now: float) -> None: ...
+
+    def close(self, now: float, outcome: Outcome) -> None:
+        """The session ended: responses still open end with `outcome`."""
+        ...
+
+    def drain(self) -> list[Begun | Finished]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """A response started inside a session."""
+
+    key: str
+    info: RequestInfo
+    start: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A response inside a session ended."""
+
+    key: str
+    observation: Observation
+
+
+class SessionAdapter(Protocol):
+    """One WebSocket API: its labels, and how to watch a session."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def flavor(self) -> str: ...
+
+    @property
+    def operation(self) -> str | None:
+        """gen_ai.operation.name of the responses inside a session."""
+        ...
+
+    def model(self, query: str) -> str | None:
+        """The model a session asks for in its query string, if any."""
+        ...
+
+    def watch(self, info: RequestInfo) -> SessionObserver: ...
 
 
 class ResponseObserver:

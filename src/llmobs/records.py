@@ -181,3 +181,26 @@ class Observation:
         if not self.request.stream or first is None or tokens is None or tokens < 2:
             return None
         return (self.timings.end - first) / (tokens - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One finished WebSocket session: how long, how it closed, and the frames each way.
+
+    The responses it carried (Realtime `response.done`) are Observations of their own.
+    """
+
+    request: RequestInfo
+    start: float
+    end: float
+    close_code: int | None  # the code of the close frame that ended it; None when it was dropped
+    outcome: Outcome
+    status_code: int  # 101 when the upgrade succeeded, else what the client got
+    frames_from_client: int = 0
+    bytes_from_client: int = 0
+    frames_from_upstream: int = 0
+    bytes_from_upstream: int = 0
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start

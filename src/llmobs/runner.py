@@ -31,6 +31,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # The upstream's Date and Server are relayed; the proxy adds its own only where they lack.
         "server_header": False,
         "date_header": False,
+        "ws": "websockets-sansio",  # Realtime and other WebSocket APIs are relayed
+        "ws_max_size": settings.max_websocket_message_bytes,
         "lifespan": "on",
         # SIGTERM: stop accepting, let in-flight requests and streams finish, then cancel them.
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),

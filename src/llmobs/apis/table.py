@@ -10,6 +10,7 @@ from urllib.parse import unquote
 from llmobs.apis.base import Accumulator, OtherAccumulator
 from llmobs.apis.openai_chat import ChatAccumulator
 from llmobs.apis.openai_embeddings import EmbeddingsAccumulator
+from llmobs.apis.openai_realtime import RealtimeAdapter
 from llmobs.apis.openai_responses import ResponsesAccumulator
 from llmobs.apis.request import parse_body
 from llmobs.records import ParsedBody, RequestInfo
@@ -67,6 +68,14 @@ def azure_deployment(path: str) -> str | None:
     """The deployment of an Azure OpenAI path (`/openai/deployments/{deployment}/...`), if any."""
     match = _DEPLOYMENT.search(path)
     return unquote(match.group(1)) if match else None
+
+
+REALTIME = RealtimeAdapter()
+
+
+def classify_websocket(path: str) -> RealtimeAdapter | None:
+    """The API of an upgraded connection, by its last path segment; None: relayed, not understood."""
+    return REALTIME if path.rstrip("/").rpartition("/")[2] == "realtime" else None
 
 
 def classify(method: str, path: str) -> Endpoint:

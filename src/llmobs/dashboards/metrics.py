@@ -78,6 +78,11 @@ PROXY_OVERHEAD = _m(n.PROXY_OVERHEAD, H, "endpoint", "seconds", "overhead")
 TELEMETRY_ERRORS = _m(n.TELEMETRY_ERRORS, C, "component", "failures", "telemetry errors")
 BUILD_INFO = _m(n.BUILD_INFO, G, "version", "1 per process", "replicas")
 UPSTREAM_INFO = _m(n.UPSTREAM_INFO, G, "upstream provider host", "1 per upstream", "upstreams")
+SESSIONS_OPEN = _m(n.SESSIONS_OPEN, G, "endpoint", "sessions", "open sessions")
+SESSIONS = _m(n.SESSIONS, C, "endpoint close_code outcome upstream", "sessions", "sessions")
+SESSION_DURATION = _m(n.SESSION_DURATION, H, "endpoint", "seconds", "session length")
+FRAMES = _m(n.FRAMES, C, "endpoint direction", "frames", "frames")
+FRAME_BYTES = _m(n.FRAME_BYTES, C, "endpoint direction", "bytes", "frame bytes")
 
 METRICS: tuple[Metric, ...] = (
     REQUESTS,
@@ -99,6 +104,11 @@ METRICS: tuple[Metric, ...] = (
     TELEMETRY_ERRORS,
     BUILD_INFO,
     UPSTREAM_INFO,
+    SESSIONS_OPEN,
+    SESSIONS,
+    SESSION_DURATION,
+    FRAMES,
+    FRAME_BYTES,
 )
 BY_SERIES = {series: metric for metric in METRICS for series in metric.exposed}
 _SERIES_NAME = re.compile(r"\bllmobs_[a-z0-9_]+\b")

@@ -6,12 +6,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
 
 from llmobs.attribution import tenant_of
-from llmobs.observe import Accumulator, Adapter, ResponseObserver
+from llmobs.observe import Accumulator, Adapter, ResponseObserver, SessionAdapter
 from llmobs.proxy import headers as hp
 from llmobs.proxy.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, error_body, read_body, respond
 from llmobs.proxy.routing import Route, Router
@@ -22,6 +22,7 @@ from llmobs.proxy.upstream import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from llmobs.proxy.websocket import WebSocketRelay
 from llmobs.records import Outcome, ParsedBody, RequestInfo
 from llmobs.stream_usage import REJECTION_PEEK, rejects_usage_option
 from llmobs.telemetry.recorder import Recorder
@@ -58,14 +59,18 @@ class Proxy:
         recorder: Recorder,
         adapters: Callable[[str, str], Adapter],
         *,
+        sessions: Callable[[str], SessionAdapter | None] = lambda path: None,
         tenant_header: str = "x-llmobs-tenant",
         inject_stream_usage: bool = True,
         max_body_bytes: int = 64 * 1024 * 1024,
         capture_content: bool = False,
+        max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.router = router
         self.recorder = recorder
         self.adapters = adapters
+        self.sessions = sessions
+        self.max_message_bytes = max_message_bytes
         self.tenant_header = tenant_header.lower().encode("latin-1")
         self.inject_stream_usage = inject_stream_usage
         self.max_body_bytes = max_body_bytes
@@ -86,6 +91,44 @@ class Proxy:
         self.in_flight += 1
         try:
             await Exchange(self, scope, receive, send, start, adapter, route, path).run()
+        finally:
+            self.in_flight -= 1
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Relay an upgraded connection to the route's upstream, frame by frame."""
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        route, path = self.router.match(raw_path)
+        adapter = self.sessions(scope["path"] if not route.prefix else path.decode("latin-1"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        upstream = route.upstream
+        info = RequestInfo(
+            endpoint=adapter.name if adapter else "other",
+            operation=adapter.operation if adapter else None,
+            model=adapter.model(query) if adapter else None,
+            stream=True,
+            tenant=tenant_of(hp.header_map(scope["headers"]), self.tenant_header, scope.get("subprotocols")),
+            provider=route.provider or (adapter.flavor if adapter else None),
+            pricing_provider=route.pricing_provider,
+            upstream=route.name,
+            server_address=upstream.host,
+            server_port=upstream.port,
+        )
+        relay = WebSocketRelay(
+            scope,
+            receive,
+            send,
+            route=route,
+            path=path,
+            info=info,
+            observer=adapter.watch(info) if adapter else None,
+            recorder=self.recorder,
+            max_message_bytes=self.max_message_bytes,
+            on_finish=self.recorder.finish_session,
+        )
+        self.recorder.start_session(info)
+        self.in_flight += 1
+        try:
+            await relay.run()
         finally:
             self.in_flight -= 1
 

@@ -22,6 +22,11 @@ PROXY_OVERHEAD = "llmobs_proxy_overhead_seconds"
 BUILD_INFO = "llmobs_build_info"
 UPSTREAM_INFO = "llmobs_upstream_info"
 AUDIO_SECONDS = "llmobs_audio_seconds"
+SESSIONS_OPEN = "llmobs_websocket_sessions_open"
+SESSIONS = "llmobs_websocket_sessions"
+SESSION_DURATION = "llmobs_websocket_session_duration_seconds"
+FRAMES = "llmobs_websocket_frames"
+FRAME_BYTES = "llmobs_websocket_bytes"
 IMAGES = "llmobs_images"
 TELEMETRY_ERRORS = "llmobs_telemetry_errors"
 
@@ -71,5 +76,6 @@ TIME_PER_TOKEN_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 )
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+SESSION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 # fmt: on
 TOKEN_BUCKETS = tuple(float(4**i) for i in range(13))  # 1 .. 16,777,216

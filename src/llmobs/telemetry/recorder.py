@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Protocol
 
-from llmobs.records import Observation, RequestInfo, Usage, UsageSource
+from llmobs.records import Observation, RequestInfo, Session, Usage, UsageSource
 from llmobs.telemetry.sinks import Sink
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
 
@@ -87,6 +87,17 @@ class Recorder:
             except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
                 self.failed(sink.component)
         return obs
+
+    def start_session(self, info: RequestInfo) -> None:
+        """Note a WebSocket session as open."""
+        self.prometheus.session_started(info.endpoint)
+
+    def finish_session(self, session: Session) -> None:
+        """Record a finished WebSocket session (its responses were recorded as they ended)."""
+        try:
+            self.prometheus.record_session(session)
+        except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
+            self.failed("prometheus")
 
     def abandon(self, info: RequestInfo) -> None:
         """A request whose observation could not be made is no longer in flight."""

@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from llmobs import __version__
-from llmobs.records import Observation, UsageSource
+from llmobs.records import Observation, Session, UsageSource
 from llmobs.telemetry import names as n
 from llmobs.telemetry.labels import LabelGuard
 
@@ -99,6 +99,23 @@ class PrometheusSink:
         )
         build = Gauge(n.BUILD_INFO, "llmobs build; always 1.", ("version",), registry=registry, multiprocess_mode="max")
         build.labels(__version__).set(1)
+        self.sessions_open = Gauge(
+            n.SESSIONS_OPEN,
+            "WebSocket sessions being relayed now.",
+            ("endpoint",),
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.sessions = counter(
+            n.SESSIONS,
+            "Finished WebSocket sessions, by how they closed.",
+            ("endpoint", "close_code", "outcome", "upstream"),
+        )
+        self.session_duration = histogram(
+            n.SESSION_DURATION, "WebSocket session duration, upgrade to close.", ("endpoint",), n.SESSION_BUCKETS
+        )
+        self.frames = counter(n.FRAMES, "WebSocket frames relayed.", ("endpoint", "direction"))
+        self.frame_bytes = counter(n.FRAME_BYTES, "WebSocket payload bytes relayed.", ("endpoint", "direction"))
         self.upstream_info = Gauge(
             n.UPSTREAM_INFO,
             "The upstreams behind the proxy; always 1.",
@@ -125,6 +142,24 @@ class PrometheusSink:
     def upstream(self, name: str, provider: str | None, host: str) -> None:
         """Declare an upstream (route) behind the proxy, for dashboards to split by provider."""
         self.upstream_info.labels(name, provider or "", host).set(1)
+
+    def session_started(self, endpoint: str) -> None:
+        self.sessions_open.labels(endpoint).inc()
+
+    def record_session(self, session: Session) -> None:
+        """Record a finished WebSocket session (no longer open)."""
+        endpoint = session.request.endpoint
+        self.sessions_open.labels(endpoint).dec()
+        code = close_code_label(session.close_code)
+        self.sessions.labels(endpoint, code, session.outcome.value, session.request.upstream).inc()
+        self.session_duration.labels(endpoint).observe(session.duration)
+        for direction, frames, size in (
+            ("from_client", session.frames_from_client, session.bytes_from_client),
+            ("from_upstream", session.frames_from_upstream, session.bytes_from_upstream),
+        ):
+            if frames:
+                self.frames.labels(endpoint, direction).inc(frames)
+                self.frame_bytes.labels(endpoint, direction).inc(size)
 
     def telemetry_error(self, component: str, count: int = 1) -> None:
         self.telemetry_errors.labels(component).inc(count)
@@ -192,6 +227,17 @@ class PrometheusSink:
         if series is None:
             series = self._bound[key] = _Series(self, endpoint, model, tenant, stream, upstream)
         return series
+
+
+def close_code_label(code: int | None) -> str:
+    """A bounded `close_code` value: the RFC 6455 codes as they are, application codes by range."""
+    if code is None:
+        return "none"  # dropped without a close frame (a 1006 to the other side)
+    if 1000 <= code <= 1015:
+        return str(code)
+    if 3000 <= code <= 4999:
+        return f"{code // 1000}xxx"
+    return "invalid"
 
 
 # The labels each per-request metric takes, in order; "extra" is the metric's own last label
