@@ -52,9 +52,10 @@ class OpenAIAccumulator(Accumulator):
                 self.output.chat_choices(choices)
 
     def identify(self, obj: dict[str, Any]) -> None:
-        if self.response_id is None and isinstance(obj.get("id"), str):
+        # Azure starts a stream with a content-filter chunk whose id and model are empty.
+        if self.response_id is None and isinstance(obj.get("id"), str) and obj["id"]:
             self.response_id = obj["id"]
-        if self.response_model is None and isinstance(obj.get("model"), str):
+        if self.response_model is None and isinstance(obj.get("model"), str) and obj["model"]:
             self.response_model = obj["model"]
         for key in ("system_fingerprint", "service_tier"):
             value = obj.get(key)
