@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmobs.config import ConfigError, load_settings, worker_settings_json
+from llmobs.config import ConfigError, Settings, load_settings, worker_settings_json
 
 
 def test_defaults() -> None:
@@ -84,3 +84,10 @@ def test_redact_patterns_from_the_environment_are_a_json_list_checked_at_start()
         load_settings(environ={"LLMOBS_REDACT_PATTERNS": "ACME-[0-9]+"})
     with pytest.raises(ConfigError, match="invalid regex"):
         load_settings(environ={"LLMOBS_REDACT_PATTERNS": '["("]'})
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    """Config keys are public API: each has its row (file key and environment variable)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for key in Settings.model_fields:
+        assert f"| `{key}` | `LLMOBS_{key.upper()}`" in readme, f"{key} is not in the README's configuration table"

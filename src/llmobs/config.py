@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     total_timeout: float | None = Field(None, gt=0)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
     max_websocket_message_bytes: int = Field(16 * 1024 * 1024, ge=1)  # larger frames close with 1009
+    max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line + headers; past it: 431
+    max_headers: int = Field(100, ge=1)  # header fields per request; past it: 431
+    client_header_timeout: float = Field(60.0, gt=0)  # to receive a request head; past it: 408
+    client_body_timeout: float = Field(60.0, gt=0)  # between two reads of a request body; past it: 408
+    keepalive_timeout: float = Field(75.0, gt=0)  # an idle keep-alive connection is closed after it
+    max_client_connections: int = Field(4096, ge=1)  # open client connections; idle ones make room
     max_connections: int = Field(4096, ge=1)
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(30.0, ge=0)  # SIGTERM: drain in-flight requests this long

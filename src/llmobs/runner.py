@@ -25,7 +25,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for the proxy (all but where to listen): the one place they are set."""
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": "llmobs.proxy.http_server:LimitedHttpToolsProtocol",
         "access_log": False,  # paths and queries can carry secrets
         "proxy_headers": False,  # the client address is never used: skip uvicorn's middleware
         # The upstream's Date and Server are relayed; the proxy adds its own only where they lack.
@@ -36,7 +36,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "lifespan": "on",
         # SIGTERM: stop accepting, let in-flight requests and streams finish, then cancel them.
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
-        "timeout_keep_alive": 75,  # above common client and load-balancer idle timeouts
+        "timeout_keep_alive": settings.keepalive_timeout,  # above common client and load-balancer idle timeouts
     }
 
 

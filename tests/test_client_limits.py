@@ -1,0 +1,221 @@
+"""Hostile clients over raw sockets: head size and count, slowloris, idle and stalled bodies, too many
+connections, and log floods are bounded as nginx and Envoy bound them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from conftest import Proxied
+from llmobs.proxy import http_server
+from servers import ServerThread
+
+CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def rss_kib() -> int:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+@contextmanager
+def raw(proxy: Proxied, timeout: float = 10.0) -> Iterator[socket.socket]:
+    sock = socket.create_connection(("127.0.0.1", proxy.server.port), timeout=timeout)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one response (Content-Length framed), or (0, {}, b"") on close."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, {}, b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def closed(sock: socket.socket, timeout: float = 5.0) -> bool:
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def request(path: str = "/v1/chat/completions", body: bytes = CHAT, extra: bytes = b"") -> bytes:
+    return (
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + extra
+        + b"content-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+@pytest.fixture
+def limited(upstream: ServerThread, make_proxy: Callable[..., Proxied]) -> Proxied:
+    return make_proxy(
+        upstream.url + "/v1",
+        max_header_bytes=8192,
+        max_headers=20,
+        client_header_timeout=1.0,
+        client_body_timeout=1.0,
+        keepalive_timeout=1.0,
+        max_client_connections=8,
+    )
+
+
+def test_a_head_over_the_limit_gets_431_before_it_is_held(limited: Proxied) -> None:
+    before = rss_kib()
+    with raw(limited) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: ")
+        sent = 0
+        try:
+            for _ in range(4096):  # up to 64 MiB, a MiB at a time: the proxy stops it long before
+                sock.sendall(b"a" * 16384)
+                sent += 16384
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, _, body = read_response(sock)
+    assert status in (431, 0)  # 431, unless the reset outran the answer on the wire
+    assert sent < 8 * 1024 * 1024, "the proxy kept reading a head far past its limit"
+    assert rss_kib() - before < 32 * 1024
+    if status:
+        assert json.loads(body)["error"]["code"] == "head_too_large"
+    assert httpx.get(limited.url + "/healthz").status_code == 200
+
+
+def test_too_many_headers_get_431(limited: Proxied) -> None:
+    with raw(limited) as sock:
+        sock.sendall(request(extra=b"".join(b"x-h%d: 1\r\n" % i for i in range(30))))
+        status, headers, body = read_response(sock)
+    assert status == 431 and headers["connection"] == "close"
+    assert json.loads(body)["error"]["type"] == "llmobs_proxy_error"
+
+
+def test_a_head_within_the_limit_is_fine_with_a_big_body_in_the_same_read(limited: Proxied) -> None:
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 200_000}]}).encode()
+    with raw(limited) as sock:
+        sock.sendall(request(body=body))
+        status, _, answer = read_response(sock)
+    assert status == 200 and json.loads(answer)["object"] == "chat.completion"
+
+
+def test_slowloris_gets_408_when_the_head_takes_too_long(limited: Proxied) -> None:
+    start = time.monotonic()
+    with raw(limited) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\n")
+        try:
+            for i in range(40):  # a header line every 0.1 s: never a whole head within the timeout
+                sock.sendall(b"x-slow-%d: 1\r\n" % i)
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, _, _ = read_response(sock)
+    assert status in (408, 0) and time.monotonic() - start < 3.5
+
+
+def test_a_connection_that_never_speaks_is_closed(limited: Proxied) -> None:
+    with raw(limited) as sock:
+        start = time.monotonic()
+        status, _, body = read_response(sock)
+        assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+        assert 0.8 < time.monotonic() - start < 3
+
+
+def test_a_stalled_body_gets_408_and_the_request_counts_as_the_client_leaving(limited: Proxied) -> None:
+    with raw(limited) as sock:
+        sock.sendall(request()[:-10])  # the head and most of the body, then nothing
+        status, _, _ = read_response(sock)
+    assert status == 408
+    assert limited.total("llmobs_requests_total", outcome="client_closed", status_code="499") == 1
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(limited: Proxied) -> None:
+    with raw(limited) as sock:
+        sock.sendall(request())
+        assert read_response(sock)[0] == 200
+        start = time.monotonic()
+        assert closed(sock)
+        assert time.monotonic() - start < 3
+
+
+def test_at_the_connection_cap_idle_and_head_reading_connections_make_room(limited: Proxied) -> None:
+    hogs = [socket.create_connection(("127.0.0.1", limited.server.port)) for _ in range(8)]
+    try:
+        for hog in hogs[:4]:
+            hog.sendall(b"GET /v1/models HTTP/1.1\r\nx-partial: ")  # slowloris-style partial heads
+        time.sleep(0.1)
+        for _ in range(3):  # legitimate requests and a probe still get through
+            assert httpx.post(limited.base_url + "/chat/completions", content=CHAT, timeout=5).status_code == 200
+        assert httpx.get(limited.url + "/healthz", timeout=5).status_code == 200
+        # ... because the proxy closed hogs to make room (each httpx call is a new connection)
+        assert sum(closed(hog, timeout=0.5) for hog in hogs) >= 4
+    finally:
+        for hog in hogs:
+            hog.close()
+
+
+def test_at_the_connection_cap_with_every_connection_busy_the_new_one_gets_503(
+    upstream: ServerThread, make_proxy: Callable[..., Proxied]
+) -> None:
+    proxy = make_proxy(upstream.url + "/v1", max_client_connections=4)
+    busy = []
+    hang = json.dumps({"model": "sim-hang", "messages": []}).encode()
+    try:
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", proxy.server.port), timeout=10)
+            sock.sendall(request(body=hang))
+            busy.append(sock)
+        deadline = time.monotonic() + 5
+        while proxy.app.proxy.in_flight < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with raw(proxy) as sock:
+            status, headers, body = read_response(sock)
+        assert status == 503 and headers["retry-after"] == "1"
+        assert json.loads(body)["error"]["code"] == "too_many_connections"
+    finally:
+        for sock in busy:
+            sock.close()
+
+
+def test_malformed_requests_do_not_flood_the_log(limited: Proxied, caplog: pytest.LogCaptureFixture) -> None:
+    server_log = logging.getLogger("uvicorn.error")  # uvicorn's logger does not propagate to the root
+    server_log.addHandler(caplog.handler)
+    http_server._last_warning = 0.0  # as if no warning came in the last minute
+    try:
+        for _ in range(30):
+            with raw(limited) as sock:
+                sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                assert read_response(sock)[0] == 400
+    finally:
+        server_log.removeHandler(caplog.handler)
+    warnings = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+    assert len(warnings) == 1  # the first one, then held back
