@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from llmobs.apis.anthropic_messages import MessagesAccumulator, parse_request
 from llmobs.apis.base import Accumulator, OtherAccumulator
 from llmobs.apis.openai_chat import ChatAccumulator
 from llmobs.apis.openai_embeddings import EmbeddingsAccumulator
@@ -24,6 +26,7 @@ class Endpoint:
     accumulator: type[Accumulator]
     stream_usage_option: bool = False  # accepts stream_options.include_usage
     flavor: str = "openai"
+    reader: Callable[..., ParsedBody] = parse_body  # reads the request body (the API's own shape)
 
     def parse(
         self, body: bytes, *, path: str = "", inject_usage: bool = False, capture_content: bool = False
@@ -35,7 +38,7 @@ class Endpoint:
         """
         if self.operation is None:
             return ParsedBody(None, False, {}, body, False)
-        parsed = parse_body(
+        parsed = self.reader(
             self.name,
             body,
             stream_usage_option=self.stream_usage_option,
@@ -56,6 +59,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "completions": Endpoint("completions", "text_completion", ChatAccumulator, True),
     "embeddings": Endpoint("embeddings", "embeddings", EmbeddingsAccumulator),
     "responses": Endpoint("responses", "chat", ResponsesAccumulator),
+    "messages": Endpoint("messages", "chat", MessagesAccumulator, flavor="anthropic", reader=parse_request),
+    "messages/count_tokens": Endpoint("messages_count_tokens", None, OtherAccumulator, flavor="anthropic"),
+    "messages/batches": Endpoint("messages_batches", None, OtherAccumulator, flavor="anthropic"),
 }
 OTHER = Endpoint("other", None, OtherAccumulator)
 
@@ -76,4 +82,9 @@ def classify(method: str, path: str) -> Endpoint:
     head, _, last = path.rstrip("/").rpartition("/")
     if last == "completions" and head.endswith("/chat"):
         return ENDPOINTS["chat/completions"]
-    return ENDPOINTS.get(last, OTHER)
+    endpoint = ENDPOINTS.get(last)
+    if endpoint is not None:
+        # OpenAI's Assistants API has `/threads/{id}/messages`: not Anthropic's.
+        return OTHER if last == "messages" and "/threads/" in head else endpoint
+    # Two-segment rows (`messages/count_tokens`): only a miss pays for this.
+    return ENDPOINTS.get(head.rpartition("/")[2] + "/" + last, OTHER)
