@@ -55,14 +55,7 @@ _CAPTURED_EVENTS = frozenset({"content_block_start", "content_block_delta"})
 # --- request --------------------------------------------------------------------------------
 
 
-def parse_request(
-    endpoint: str,
-    body: bytes,
-    *,
-    stream_usage_option: bool = False,
-    inject_usage: bool = False,
-    capture_content: bool = False,
-) -> ParsedBody:
+def parse_request(body: bytes, *, capture_content: bool = False) -> ParsedBody:
     """Read model, stream and the generation parameters; the body goes upstream unchanged.
 
     Anthropic always reports usage, in streams too: nothing is injected.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -26,7 +25,6 @@ class Endpoint:
     accumulator: type[Accumulator]
     stream_usage_option: bool = False  # accepts stream_options.include_usage
     flavor: str = "openai"
-    reader: Callable[..., ParsedBody] = parse_body  # reads the request body (the API's own shape)
 
     def parse(
         self, body: bytes, *, path: str = "", inject_usage: bool = False, capture_content: bool = False
@@ -38,7 +36,7 @@ class Endpoint:
         """
         if self.operation is None:
             return ParsedBody(None, False, {}, body, False)
-        parsed = self.reader(
+        parsed = parse_body(
             self.name,
             body,
             stream_usage_option=self.stream_usage_option,
@@ -54,14 +52,29 @@ class Endpoint:
         return self.accumulator(info, start)
 
 
+@dataclass(frozen=True, slots=True)
+class AnthropicEndpoint(Endpoint):
+    """An Anthropic API: its own request shape (`stop_sequences`; usage always sent, never injected)."""
+
+    flavor: str = "anthropic"
+
+    def parse(
+        self, body: bytes, *, path: str = "", inject_usage: bool = False, capture_content: bool = False
+    ) -> ParsedBody:
+        """Model, stream and parameters; the body goes upstream as it came."""
+        if self.operation is None:
+            return ParsedBody(None, False, {}, body, False)
+        return parse_request(body, capture_content=capture_content)
+
+
 ENDPOINTS: dict[str, Endpoint] = {
     "chat/completions": Endpoint("chat_completions", "chat", ChatAccumulator, True),
     "completions": Endpoint("completions", "text_completion", ChatAccumulator, True),
     "embeddings": Endpoint("embeddings", "embeddings", EmbeddingsAccumulator),
     "responses": Endpoint("responses", "chat", ResponsesAccumulator),
-    "messages": Endpoint("messages", "chat", MessagesAccumulator, flavor="anthropic", reader=parse_request),
-    "messages/count_tokens": Endpoint("messages_count_tokens", None, OtherAccumulator, flavor="anthropic"),
-    "messages/batches": Endpoint("messages_batches", None, OtherAccumulator, flavor="anthropic"),
+    "messages": AnthropicEndpoint("messages", "chat", MessagesAccumulator),
+    "messages/count_tokens": AnthropicEndpoint("messages_count_tokens", None, OtherAccumulator),
+    "messages/batches": AnthropicEndpoint("messages_batches", None, OtherAccumulator),
 }
 OTHER = Endpoint("other", None, OtherAccumulator)
 
