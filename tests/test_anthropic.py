@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from conftest import Proxied
 from llmobs.apis.anthropic_messages import ATTR_CACHE_1H, ATTR_CACHE_5M
 from llmobs.apis.table import ENDPOINTS, OTHER, classify
+from llmobs.attribution import fingerprint
 from llmobs.dev.harness import ServerThread
 from llmobs.observe import ResponseObserver
 from llmobs.records import Observation, Outcome, RequestInfo, Usage, UsageSource
@@ -735,9 +736,9 @@ def test_an_x_api_key_is_found_nowhere(
         scraped = [http.get(traced.proxy.url + "/metrics").text, http.get(routed.url + "/metrics").text]
     spans = traced.spans()
     assert len(spans) == 5 and "llmobs_requests_total" in scraped[0] and caplog.records
-    # The tenant is a fingerprint of the x-api-key: the same for every request, never the key.
+    # The tenant is the x-api-key's fingerprint, exactly as from Authorization: never the key.
     tenants = {span.attributes["llmobs.tenant"] for span in spans if span.attributes}
-    assert len(tenants) == 1 and next(iter(tenants)).startswith("key-")
+    assert tenants == {fingerprint(KEY)} and fingerprint(KEY).startswith("key-")
     for text in scraped:
         assert_clean("/metrics", text)
     for text in told:
