@@ -159,7 +159,7 @@ class Observation:
     timings: Timings
     usage: Usage = Usage()
     usage_source: UsageSource = UsageSource.NOT_APPLICABLE
-    estimated_output_tokens: int | None = None  # only when usage is missing; never mixed in
+    estimated_output_tokens: int | None = None  # only when the output count is missing; never mixed in
     finish_reasons: tuple[str, ...] = ()  # one per choice
     response_model: str | None = None
     response_id: str | None = None

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from llmobs.apis.anthropic_messages import MessagesAccumulator, parse_request
 from llmobs.apis.base import Accumulator, OtherAccumulator
 from llmobs.apis.openai_chat import ChatAccumulator
 from llmobs.apis.openai_embeddings import EmbeddingsAccumulator
@@ -52,11 +53,29 @@ class Endpoint:
         return self.accumulator(info, start)
 
 
+@dataclass(frozen=True, slots=True)
+class AnthropicEndpoint(Endpoint):
+    """An Anthropic API: its own request shape (`stop_sequences`; usage always sent, never injected)."""
+
+    flavor: str = "anthropic"
+
+    def parse(
+        self, body: bytes, *, path: str = "", inject_usage: bool = False, capture_content: bool = False
+    ) -> ParsedBody:
+        """Model, stream and parameters; the body goes upstream as it came."""
+        if self.operation is None:
+            return ParsedBody(None, False, {}, body, False)
+        return parse_request(body, capture_content=capture_content)
+
+
 ENDPOINTS: dict[str, Endpoint] = {
     "chat/completions": Endpoint("chat_completions", "chat", ChatAccumulator, True),
     "completions": Endpoint("completions", "text_completion", ChatAccumulator, True),
     "embeddings": Endpoint("embeddings", "embeddings", EmbeddingsAccumulator),
     "responses": Endpoint("responses", "chat", ResponsesAccumulator),
+    "messages": AnthropicEndpoint("messages", "chat", MessagesAccumulator),
+    "messages/count_tokens": AnthropicEndpoint("messages_count_tokens", None, OtherAccumulator),
+    "messages/batches": AnthropicEndpoint("messages_batches", None, OtherAccumulator),
 }
 OTHER = Endpoint("other", None, OtherAccumulator)
 
@@ -85,4 +104,9 @@ def classify(method: str, path: str) -> Endpoint:
     head, _, last = path.rstrip("/").rpartition("/")
     if last == "completions" and head.endswith("/chat"):
         return ENDPOINTS["chat/completions"]
-    return ENDPOINTS.get(last, OTHER)
+    endpoint = ENDPOINTS.get(last)
+    if endpoint is not None:
+        # OpenAI's Assistants API has `/threads/{id}/messages`: not Anthropic's.
+        return OTHER if last == "messages" and "/threads/" in head else endpoint
+    # Two-segment rows (`messages/count_tokens`): only a miss pays for this.
+    return ENDPOINTS.get(head.rpartition("/")[2] + "/" + last, OTHER)

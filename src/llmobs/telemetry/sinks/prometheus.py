@@ -206,6 +206,8 @@ class PrometheusSink:
         if obs.usage_source is not UsageSource.REPORTED:
             return
         usage = obs.usage
+        if obs.estimated_output_tokens is not None:  # reported input, output cut off (Anthropic streams)
+            series.get("estimated_tokens", "output").inc(obs.estimated_output_tokens)
         for kind, count in usage.by_type().items():
             series.get("tokens", kind).inc(count)
         if usage.input_tokens is not None:
