@@ -91,6 +91,7 @@ def test_each_route_keeps_its_provider_and_sends_its_own_key(two: Any, make_prox
     body = {"model": "claude-sonnet-4-5", "messages": MESSAGES}
     headers = {"x-api-key": "sk-client-ant", "authorization": "Bearer sk-stray"}
     assert post(proxy.url, "/anthropic/v1/chat/completions", body, **headers).status_code == 200
+    proxy.settle()  # a request is recorded (its span ended) just after its last byte
     _, sent_default = default.requests[0]
     _, sent_routed = routed.requests[0]
     assert sent_default[b"authorization"] == b"Bearer sk-operator-openai"
