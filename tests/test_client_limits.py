@@ -9,7 +9,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -219,3 +221,33 @@ def test_malformed_requests_do_not_flood_the_log(limited: Proxied, caplog: pytes
         server_log.removeHandler(caplog.handler)
     warnings = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
     assert len(warnings) == 1  # the first one, then held back
+
+
+class SlowCollector:
+    """A collector that takes a while, as an 8 MiB exposition does, and counts its runs."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.runs = 0
+
+    def collect(self) -> list[Any]:
+        self.runs += 1
+        time.sleep(self.seconds)  # off the event loop, this blocks nobody
+        return []
+
+
+def test_metrics_render_off_the_event_loop_and_parallel_scrapes_share_one_render(
+    upstream: ServerThread, make_proxy: Callable[..., Proxied]
+) -> None:
+    proxy = make_proxy(upstream.url + "/v1")
+    slow = SlowCollector(1.0)
+    proxy.registry.register(slow)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(10) as pool:
+        scrapes = [pool.submit(httpx.get, proxy.url + "/metrics", timeout=10) for _ in range(10)]
+        time.sleep(0.2)  # the render is under way
+        start = time.monotonic()
+        answer = httpx.post(proxy.base_url + "/chat/completions", content=CHAT, timeout=10)
+        waited = time.monotonic() - start
+        bodies = [f.result().text for f in scrapes]
+    assert answer.status_code == 200 and waited < 0.6, f"a proxied request waited {waited:.2f} s on /metrics"
+    assert slow.runs <= 2 and all("llmobs_requests_total" in body for body in bodies)

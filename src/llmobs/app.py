@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hmac
 import logging
@@ -47,8 +48,10 @@ def admin_app(
     admin = FastAPI(title="llmobs admin", docs_url=None, redoc_url=None, openapi_url=None)
     expected = f"Bearer {token}".encode() if token else None
 
+    render = MetricsRenderer(registry)
+
     @admin.get("/metrics")
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
         if expected is not None:
             given = request.headers.get("authorization", "").encode("latin-1", "replace")
             if not hmac.compare_digest(given, expected):
@@ -58,8 +61,8 @@ def admin_app(
                     media_type="application/json",
                     headers={"www-authenticate": "Bearer"},
                 )
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(registry()), media_type=content_type)
+        body, content_type = await render(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     @admin.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -72,6 +75,29 @@ def admin_app(
         return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
 
     return admin
+
+
+class MetricsRenderer:
+    """Renders /metrics off the event loop, one render at a time per format.
+
+    A large exposition takes a while to write; rendered on the event loop it would stall
+    every proxied request meanwhile, and parallel scrapes would multiply the cost. Here the
+    work runs in a worker thread, and a scrape that arrives while a render is running waits
+    for that render and gets its result: ten parallel scrapes cost one render.
+    """
+
+    def __init__(self, registry: Callable[[], CollectorRegistry]) -> None:
+        self.registry = registry
+        self._running: dict[str, asyncio.Future[bytes]] = {}
+
+    async def __call__(self, accept: str) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept)
+        running = self._running.get(content_type)
+        if running is None:
+            running = asyncio.ensure_future(asyncio.to_thread(lambda: encoder(self.registry())))
+            self._running[content_type] = running
+            running.add_done_callback(lambda _: self._running.pop(content_type, None))
+        return await asyncio.shield(running), content_type
 
 
 def scrape_registry(registry: CollectorRegistry, multiproc_dir: str | None) -> Callable[[], CollectorRegistry]:
