@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
+import pytest
 
 from llmobs.dev.harness import ServerThread, serve
 from llmobs.sim import SimConfig, create_app
@@ -28,17 +31,22 @@ def start(*args: str, env: dict[str, str] | None = None, ready: str | None = Non
     process = subprocess.Popen(
         [*LLMOBS, *args], env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    if ready is not None:
+        wait_until_up(ready, process)
+    return process
+
+
+def wait_until_up(url: str, process: subprocess.Popen[Any]) -> None:
     deadline = time.monotonic() + 20
-    while ready is not None:
+    while True:
         try:
-            httpx.get(ready, timeout=1)
-            break
+            httpx.get(url, timeout=1)
+            return
         except httpx.TransportError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
                 raise RuntimeError("did not start") from None
             time.sleep(0.1)
-    return process
 
 
 def test_bad_flag_value_fails_at_start_naming_the_key() -> None:
@@ -98,7 +106,9 @@ def test_admin_routes_on_their_own_port_behind_a_token(upstream: ServerThread) -
         process.wait(timeout=20)
 
 
-def test_sigterm_drains_an_open_stream_then_exits() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_drains_an_open_stream_then_exits(sig: signal.Signals) -> None:
+    """SIGHUP (a terminal hang-up) drains like SIGTERM instead of cutting streams at once."""
     with serve(create_app(SimConfig(chunk_gap=0.1, output_tokens=20))) as slow:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -107,7 +117,7 @@ def test_sigterm_drains_an_open_stream_then_exits() -> None:
         with httpx.Client(timeout=20) as http, http.stream("POST", url + "/v1/chat/completions", json=body) as stream:
             chunks = stream.iter_raw()
             next(chunks)
-            process.send_signal(signal.SIGTERM)  # about 2 s of stream left
+            process.send_signal(sig)  # about 2 s of stream left
             rest = b"".join(chunks)
         assert rest.endswith(b"data: [DONE]\n\n")
         assert process.wait(timeout=20) == 0
@@ -164,3 +174,28 @@ def test_readiness_turns_false_while_draining() -> None:
             assert draining.status_code == 503 and httpx.get(admin_url + "/healthz").status_code == 200
             assert b"".join(chunks).endswith(b"data: [DONE]\n\n")
         assert process.wait(timeout=20) == 0
+
+
+def test_streams_cut_at_the_end_of_the_grace_period_log_one_line_each() -> None:
+    with serve(create_app(SimConfig(chunk_gap=0.5, output_tokens=30))) as slow:  # 15 s streams
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [*LLMOBS, "serve", "--upstream", slow.url + "/v1", "--port", str(port)]
+        env = {**os.environ, "LLMOBS_SHUTDOWN_GRACE_SECONDS": "1"}
+        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        wait_until_up(url + "/healthz", process)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(httpx.Client(timeout=30)) for _ in range(12)]
+            responses = [
+                stack.enter_context(c.stream("POST", url + "/v1/chat/completions", json=body)) for c in clients
+            ]
+            chunks = [response.iter_raw() for response in responses]
+            for each in chunks:
+                next(each)  # every stream is under way
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        log = process.communicate()[1]
+    assert "Traceback" not in log
+    cut = [line for line in log.splitlines() if "request cancelled" in line]
+    assert len(cut) == 12, log[-3000:]  # one line for each stream cut, and nothing more

@@ -6,6 +6,8 @@ import asyncio
 import gc
 import hmac
 import logging
+import signal
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -198,7 +200,7 @@ class LLMObs:
             await lifespan(receive, send, self.startup, self.shutdown)
 
     async def startup(self) -> None:
-        _quiet_websocket_paths()
+        _quiet_server_log()
         for route in self.router.all:
             await route.upstream.open()
         # Everything built so far lives as long as the process: move it out of the
@@ -220,22 +222,31 @@ class LLMObs:
                     log.warning("OpenTelemetry shutdown failed", exc_info=True)
 
 
-class _NoWebSocketPaths(logging.Filter):
-    """Drops uvicorn's per-connection WebSocket lines and the WebSocket library's debug trace
-    (`< GET /path?query`, `< header: value`, `< TEXT '...'`): they print the path, query,
-    headers and frames, which can carry a key (Azure OpenAI's Realtime takes `api-key` in the
-    query; browsers send it as a subprotocol) or prompt content. HTTP has no access log either."""
+class _ServerLog(logging.Filter):
+    """What uvicorn would log that llmobs must not, or not at that length.
+
+    - Its per-connection WebSocket lines and the WebSocket library's debug trace (`< GET
+      /path?query`, `< header: value`, `< TEXT '...'`) print the path, query, headers and
+      frames, which can carry a key (Azure OpenAI's Realtime takes `api-key` in the query;
+      browsers send it as a subprotocol) or prompt content. HTTP has no access log either.
+    - A request still running when the shutdown grace period ends is cancelled; uvicorn logs
+      a full traceback for each, which tells nothing: one line each instead.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg
-        return not (isinstance(msg, str) and msg.startswith(('%s - "WebSocket', "< ", "> ", "%s - ")))
+        if isinstance(msg, str) and msg.startswith(('%s - "WebSocket', "< ", "> ", "%s - ")):
+            return False
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            record.msg, record.args, record.exc_info = "request cancelled: the shutdown grace period ended", (), None
+        return True
 
 
-_WEBSOCKET_FILTER = _NoWebSocketPaths()
+_SERVER_LOG = _ServerLog()
 
 
-def _quiet_websocket_paths() -> None:
-    logging.getLogger("uvicorn.error").addFilter(_WEBSOCKET_FILTER)  # adding it twice is a no-op
+def _quiet_server_log() -> None:
+    logging.getLogger("uvicorn.error").addFilter(_SERVER_LOG)  # adding it twice is a no-op
 
 
 def build_router(settings: Settings) -> Router:
@@ -281,8 +292,12 @@ def _load_prices(settings: Settings) -> PriceTable:
 
 def create_app(settings: Settings | None = None, **kwargs: Any) -> LLMObs:  # kwargs: LLMObs's
     """The llmobs ASGI app for `settings` (defaults from the environment)."""
-    if settings is None:
+    if settings is None:  # a worker of `llmobs serve --workers N`
         from llmobs.config import load_settings
 
         settings = load_settings()
+        if threading.current_thread() is threading.main_thread():
+            # A hang-up reaches the whole process group: the supervisor restarts the workers
+            # gracefully on it; a worker killed by it would cut its streams.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return LLMObs(settings, **kwargs)

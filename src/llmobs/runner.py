@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
@@ -19,6 +20,25 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from llmobs.config import MULTIPROC_ENV, WORKER_SETTINGS_ENV, Settings, worker_settings_json
+
+# A terminal hang-up drains like SIGTERM does, instead of killing streams at once.
+DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, draining on SIGHUP as on SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGHUP, self.handle_exit)
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            signal.signal(signal.SIGHUP, previous)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -41,10 +61,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 
 def run(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT, drain, exit with status 0."""
+    """Serve until SIGTERM, SIGINT or SIGHUP, drain, exit with status 0."""
     # uvicorn drains, restores the handlers it found, then re-raises the signal it caught;
     # a no-op handler turns that into a clean exit instead of death by signal.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in DRAIN_SIGNALS:
         signal.signal(sig, lambda *_: None)
     if settings.workers > 1:
         _run_workers(settings)
@@ -52,7 +72,7 @@ def run(settings: Settings) -> None:
     from llmobs.app import create_app
 
     app = create_app(settings)
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level=settings.log_level, **server_options(settings)
         )
@@ -85,6 +105,8 @@ def _run_workers(settings: Settings) -> None:
                 scrape_registry(CollectorRegistry(), directory),
                 lambda: _accepts(settings.host, settings.port),
             )
+        # SIGHUP to this supervisor restarts the workers gracefully (each drains, as on SIGTERM);
+        # the workers themselves ignore a hang-up (see llmobs.app.create_app).
         uvicorn.run(
             "llmobs.app:create_app",
             factory=True,
