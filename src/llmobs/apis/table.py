@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -24,9 +25,16 @@ class Endpoint:
     accumulator: type[Accumulator]
     stream_usage_option: bool = False  # accepts stream_options.include_usage
     flavor: str = "openai"
+    reader: Callable[[bytes, bytes], ParsedBody] | None = None  # (body, content type); None: JSON chat-like
 
     def parse(
-        self, body: bytes, *, path: str = "", inject_usage: bool = False, capture_content: bool = False
+        self,
+        body: bytes,
+        *,
+        path: str = "",
+        content_type: bytes = b"",
+        inject_usage: bool = False,
+        capture_content: bool = False,
     ) -> ParsedBody:
         """The fields we account for; the body to send (include_usage added when asked).
 
@@ -35,13 +43,16 @@ class Endpoint:
         """
         if self.operation is None:
             return ParsedBody(None, False, {}, body, False)
-        parsed = parse_body(
-            self.name,
-            body,
-            stream_usage_option=self.stream_usage_option,
-            inject_usage=inject_usage,
-            capture_content=capture_content,
-        )
+        if self.reader is not None:
+            parsed = self.reader(body, content_type)
+        else:
+            parsed = parse_body(
+                self.name,
+                body,
+                stream_usage_option=self.stream_usage_option,
+                inject_usage=inject_usage,
+                capture_content=capture_content,
+            )
         if parsed.model is None and (deployment := azure_deployment(path)):
             parsed = dataclasses.replace(parsed, model=deployment)
         return parsed
