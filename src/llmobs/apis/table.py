@@ -11,6 +11,17 @@ from urllib.parse import unquote
 from llmobs.apis.base import Accumulator, OtherAccumulator
 from llmobs.apis.openai_chat import ChatAccumulator
 from llmobs.apis.openai_embeddings import EmbeddingsAccumulator
+from llmobs.apis.openai_media import (
+    ImagesAccumulator,
+    ModerationsAccumulator,
+    SpeechAccumulator,
+    TranscriptionAccumulator,
+    TranslationAccumulator,
+    read_audio_text,
+    read_images,
+    read_moderation,
+    read_speech,
+)
 from llmobs.apis.openai_responses import ResponsesAccumulator
 from llmobs.apis.request import parse_body
 from llmobs.records import ParsedBody, RequestInfo
@@ -67,7 +78,20 @@ ENDPOINTS: dict[str, Endpoint] = {
     "completions": Endpoint("completions", "text_completion", ChatAccumulator, True),
     "embeddings": Endpoint("embeddings", "embeddings", EmbeddingsAccumulator),
     "responses": Endpoint("responses", "chat", ResponsesAccumulator),
+    # Media: generate_content is semconv's multimodal generation; moderation has no semconv value.
+    "images/generations": Endpoint("images_generations", "generate_content", ImagesAccumulator, reader=read_images),
+    "images/edits": Endpoint("images_edits", "generate_content", ImagesAccumulator, reader=read_images),
+    "audio/transcriptions": Endpoint(
+        "audio_transcriptions", "generate_content", TranscriptionAccumulator, reader=read_audio_text
+    ),
+    "audio/translations": Endpoint(
+        "audio_translations", "generate_content", TranslationAccumulator, reader=read_audio_text
+    ),
+    "audio/speech": Endpoint("audio_speech", "generate_content", SpeechAccumulator, reader=read_speech),
+    "moderations": Endpoint("moderations", "moderation", ModerationsAccumulator, reader=read_moderation),
 }
+# Last segments that name an API only with the one before them (`images/edits`, not `/v1/edits`).
+_TWO_SEGMENTS = frozenset({"generations", "edits", "transcriptions", "translations", "speech"})
 OTHER = Endpoint("other", None, OtherAccumulator)
 
 
@@ -87,4 +111,6 @@ def classify(method: str, path: str) -> Endpoint:
     head, _, last = path.rstrip("/").rpartition("/")
     if last == "completions" and head.endswith("/chat"):
         return ENDPOINTS["chat/completions"]
+    if last in _TWO_SEGMENTS:
+        return ENDPOINTS.get(head.rpartition("/")[2] + "/" + last, OTHER)
     return ENDPOINTS.get(last, OTHER)
