@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -11,6 +12,17 @@ from llmobs.apis.anthropic_messages import MessagesAccumulator, parse_request
 from llmobs.apis.base import Accumulator, OtherAccumulator
 from llmobs.apis.openai_chat import ChatAccumulator
 from llmobs.apis.openai_embeddings import EmbeddingsAccumulator
+from llmobs.apis.openai_media import (
+    ImagesAccumulator,
+    ModerationsAccumulator,
+    SpeechAccumulator,
+    TranscriptionAccumulator,
+    TranslationAccumulator,
+    read_audio_text,
+    read_images,
+    read_moderation,
+    read_speech,
+)
 from llmobs.apis.openai_realtime import RealtimeAdapter
 from llmobs.apis.openai_responses import ResponsesAccumulator
 from llmobs.apis.request import parse_body
@@ -26,9 +38,16 @@ class Endpoint:
     accumulator: type[Accumulator]
     stream_usage_option: bool = False  # accepts stream_options.include_usage
     flavor: str = "openai"
+    reader: Callable[[bytes, bytes], ParsedBody] | None = None  # (body, content type); None: JSON chat-like
 
     def parse(
-        self, body: bytes, *, path: str = "", inject_usage: bool = False, capture_content: bool = False
+        self,
+        body: bytes,
+        *,
+        path: str = "",
+        content_type: bytes = b"",
+        inject_usage: bool = False,
+        capture_content: bool = False,
     ) -> ParsedBody:
         """The fields we account for; the body to send (include_usage added when asked).
 
@@ -37,13 +56,16 @@ class Endpoint:
         """
         if self.operation is None:
             return ParsedBody(None, False, {}, body, False)
-        parsed = parse_body(
-            self.name,
-            body,
-            stream_usage_option=self.stream_usage_option,
-            inject_usage=inject_usage,
-            capture_content=capture_content,
-        )
+        if self.reader is not None:
+            parsed = self.reader(body, content_type)
+        else:
+            parsed = parse_body(
+                self.name,
+                body,
+                stream_usage_option=self.stream_usage_option,
+                inject_usage=inject_usage,
+                capture_content=capture_content,
+            )
         if parsed.model is None and (deployment := azure_deployment(path)):
             parsed = dataclasses.replace(parsed, model=deployment)
         return parsed
@@ -60,7 +82,13 @@ class AnthropicEndpoint(Endpoint):
     flavor: str = "anthropic"
 
     def parse(
-        self, body: bytes, *, path: str = "", inject_usage: bool = False, capture_content: bool = False
+        self,
+        body: bytes,
+        *,
+        path: str = "",
+        content_type: bytes = b"",
+        inject_usage: bool = False,
+        capture_content: bool = False,
     ) -> ParsedBody:
         """Model, stream and parameters; the body goes upstream as it came."""
         if self.operation is None:
@@ -76,7 +104,20 @@ ENDPOINTS: dict[str, Endpoint] = {
     "messages": AnthropicEndpoint("messages", "chat", MessagesAccumulator),
     "messages/count_tokens": AnthropicEndpoint("messages_count_tokens", None, OtherAccumulator),
     "messages/batches": AnthropicEndpoint("messages_batches", None, OtherAccumulator),
+    # Media: generate_content is semconv's multimodal generation; moderation has no semconv value.
+    "images/generations": Endpoint("images_generations", "generate_content", ImagesAccumulator, reader=read_images),
+    "images/edits": Endpoint("images_edits", "generate_content", ImagesAccumulator, reader=read_images),
+    "audio/transcriptions": Endpoint(
+        "audio_transcriptions", "generate_content", TranscriptionAccumulator, reader=read_audio_text
+    ),
+    "audio/translations": Endpoint(
+        "audio_translations", "generate_content", TranslationAccumulator, reader=read_audio_text
+    ),
+    "audio/speech": Endpoint("audio_speech", "generate_content", SpeechAccumulator, reader=read_speech),
+    "moderations": Endpoint("moderations", "moderation", ModerationsAccumulator, reader=read_moderation),
 }
+# Last segments that name an API only with the one before them (`images/edits`, not `/v1/edits`).
+_TWO_SEGMENTS = frozenset({"generations", "edits", "transcriptions", "translations", "speech"})
 OTHER = Endpoint("other", None, OtherAccumulator)
 
 
@@ -104,6 +145,8 @@ def classify(method: str, path: str) -> Endpoint:
     head, _, last = path.rstrip("/").rpartition("/")
     if last == "completions" and head.endswith("/chat"):
         return ENDPOINTS["chat/completions"]
+    if last in _TWO_SEGMENTS:
+        return ENDPOINTS.get(head.rpartition("/")[2] + "/" + last, OTHER)
     endpoint = ENDPOINTS.get(last)
     if endpoint is not None:
         # OpenAI's Assistants API has `/threads/{id}/messages`: not Anthropic's.

@@ -249,6 +249,7 @@ class Exchange:
             return self.adapter.parse(
                 body,
                 path=self.path.decode("latin-1"),
+                content_type=next((v for k, v in self.scope["headers"] if k == b"content-type"), b""),
                 inject_usage=proxy.inject_stream_usage and not proxy.rejects_usage_option,
                 capture_content=proxy.capture_content,
             )
