@@ -162,6 +162,8 @@ class LLMObs:
             max_body_bytes=settings.max_body_bytes,
             capture_content=settings.capture_content,
             max_message_bytes=settings.max_websocket_message_bytes,
+            max_buffered_bytes=settings.max_buffered_bytes,
+            max_event_bytes=settings.max_event_bytes,
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.scrape = scrape_registry(self.registry, multiprocess_dir())

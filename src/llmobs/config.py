@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     total_timeout: float | None = Field(None, gt=0)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
     max_websocket_message_bytes: int = Field(16 * 1024 * 1024, ge=1)  # larger frames close with 1009
+    max_buffered_bytes: int = Field(1024 * 1024 * 1024, ge=1)  # request bodies held at once; again for copies
+    max_event_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # one SSE event; a larger one stops observing
     max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line + headers; past it: 431
     max_headers: int = Field(100, ge=1)  # header fields per request; past it: 431
     client_header_timeout: float = Field(60.0, gt=0)  # to receive a request head; past it: 408

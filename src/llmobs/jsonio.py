@@ -19,3 +19,14 @@ def loads(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
+
+
+# Past this many objects and arrays, a request body is not decoded whole: decoding costs ~100
+# bytes of Python objects per container, so `{"a":[{},{},...]}` would cost ten times its size.
+# A real request (messages, tools, images as base64 strings) has a few hundred at most.
+MAX_CONTAINERS = 100_000
+
+
+def too_complex(data: bytes) -> bool:
+    """Whether decoding `data` whole could cost far more memory than its size (counted at C speed)."""
+    return data.count(b"{") + data.count(b"[") > MAX_CONTAINERS

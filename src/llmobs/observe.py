@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from llmobs.decoders import ContentDecoder, DecodingError, decoder_for
+from llmobs.proxy.budget import ByteBudget
 from llmobs.records import Observation, Outcome, ParsedBody, RequestInfo
 from llmobs.sse import Event, SSEDecoder
 from llmobs.stream_usage import UsageChunkFilter
@@ -115,9 +116,16 @@ class ResponseObserver:
 
     A failure inside accounting is reported once through `on_failure` (called inside the
     `except` block, so it may re-raise under tests) and observing stops; the bytes flow on.
+    A body llmobs will not read is reported once through `on_skip(reason)`, and observing
+    stops too: `undecodable_body` (corrupt or bomb-sized compression), `event_too_large`
+    (one SSE event over `event_limit`), `body_too_large` (a whole body over `body_limit`,
+    or past what the shared `budget` of buffered bytes allows).
     """
 
-    __slots__ = ("acc", "filter", "sse", "body", "decoder", "blind", "broken", "limit", "now", "_on_failure")
+    __slots__ = (
+        "acc", "filter", "sse", "body", "decoder", "blind", "broken", "limit", "now",
+        "budget", "held", "_on_failure", "_on_skip",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -127,20 +135,27 @@ class ResponseObserver:
         content_encoding: bytes,
         cut_usage: bool,
         body_limit: int,
+        event_limit: int | None = None,
+        budget: ByteBudget | None = None,
         on_failure: Callable[[], None],
+        on_skip: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.acc = acc
         self.limit = body_limit
         self.now = 0.0
+        self.budget = budget
+        self.held = 0  # bytes of the buffered body counted against the budget
         self._on_failure = on_failure
+        self._on_skip = on_skip
         self.broken = False
+        event_limit = event_limit or body_limit
         sse = b"text/event-stream" in content_type.lower()
         self.decoder: ContentDecoder | None = decoder_for(content_encoding, body_limit)
         self.blind = self.decoder is None  # an encoding we cannot read: relayed, not observed
         plain = content_encoding.strip().lower() in (b"", b"identity")
         # Only plain bytes can be cut; a compressed stream is relayed whole, usage chunk included.
-        self.filter = UsageChunkFilter(self._on_event, event_limit=body_limit) if cut_usage and sse and plain else None
-        self.sse = None if self.filter is not None or not sse else SSEDecoder(max_event_bytes=body_limit)
+        self.filter = UsageChunkFilter(self._on_event, event_limit=event_limit) if cut_usage and sse and plain else None
+        self.sse = None if self.filter is not None or not sse else SSEDecoder(max_event_bytes=event_limit)
         # Only a body the accumulator reads is kept (not /models lists, file downloads...).
         self.body: bytearray | None = bytearray() if not sse and acc.reads_body else None
 
@@ -153,7 +168,10 @@ class ResponseObserver:
         """The chunk as the client must get it, observed on the way."""
         assert self.filter is not None
         self.now = now
-        return self.filter.feed(chunk)
+        out = self.filter.feed(chunk)
+        if self.filter.decoder.dropped and not self.blind:
+            self._skip("event_too_large")
+        return out
 
     def feed(self, chunk: bytes, now: float) -> None:
         """Observe a chunk the client already has."""
@@ -166,14 +184,16 @@ class ResponseObserver:
         try:
             data = self.decoder.decode(chunk) if self.decoder is not None else chunk
         except DecodingError:
-            self.blind = True  # corrupt or bomb-sized: the upstream's bytes, not our failure
+            self._skip("undecodable_body")  # corrupt or bomb-sized: the upstream's bytes, not our failure
             return
         if self.sse is not None:
             for event in self.sse.feed(data):
                 self._on_event(event)
+            if self.sse.dropped:
+                self._skip("event_too_large")
         elif self.body is not None:
-            if len(self.body) + len(data) > self.limit:
-                self.body = None  # too big to parse; usage will count as missing
+            if len(self.body) + len(data) > self.limit or not self._hold(len(data)):
+                self._skip("body_too_large")  # usage will count as missing
             else:
                 self.body += data
 
@@ -186,15 +206,39 @@ class ResponseObserver:
                 assert self.decoder is not None
                 self.body += self.decoder.flush()
             except DecodingError:
+                self._skip("undecodable_body")
                 return b""
             try:
                 self.acc.on_body(bytes(self.body))
             except Exception:  # noqa: BLE001 - accounting never breaks traffic; counted
                 self._broke()
+        self.discard()
         return b""
 
+    def discard(self) -> None:
+        """Let go of a buffered body (at its end, or when the exchange ends early)."""
+        self.body = None
+        if self.budget is not None and self.held:
+            self.budget.give(self.held)
+        self.held = 0
+
+    def _hold(self, size: int) -> bool:
+        if self.budget is None:
+            return True
+        if not self.budget.take(size):
+            return False
+        self.held += size
+        return True
+
+    def _skip(self, reason: str) -> None:
+        self.blind = True
+        self.discard()
+        if self.filter is not None:
+            self.filter.observe = None  # bytes keep flowing (and being cut); nothing more is accounted
+        self._on_skip(reason)
+
     def _on_event(self, event: Event) -> None:
-        if self.broken:
+        if self.broken or self.blind:
             return
         try:
             self.acc.on_event(event, self.now)

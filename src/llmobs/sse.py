@@ -56,6 +56,7 @@ class SSEDecoder:
         "_skip_line",
         "_cr_ended_event",
         "max_event_bytes",
+        "dropped",
     )
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
@@ -70,6 +71,7 @@ class SSEDecoder:
         self._oversized = False  # the current event went over max_event_bytes: drop it
         self._skip_line = False  # the current line went over max_event_bytes: drop it
         self.max_event_bytes = max_event_bytes
+        self.dropped = 0  # events over max_event_bytes, dropped whole so far
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Decode `chunk`, returning the events it completed."""
@@ -176,6 +178,7 @@ class SSEDecoder:
 
     def _overflow(self) -> None:
         self._oversized = True
+        self.dropped += 1
         self._raw.clear()
         self._data.clear()
         if len(self._buf) > (self.max_event_bytes or 0):

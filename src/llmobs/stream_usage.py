@@ -92,7 +92,7 @@ class UsageChunkFilter:
     cutting and relays everything as it comes (`cutting` turns False).
     """
 
-    __slots__ = ("decoder", "cutting", "_observe", "_hold_limit", "_event_limit", "_dropped_last")
+    __slots__ = ("decoder", "cutting", "observe", "_hold_limit", "_event_limit", "_dropped_last")
 
     def __init__(
         self,
@@ -104,14 +104,14 @@ class UsageChunkFilter:
         # While cutting, hold_limit bounds the decoder; an event over its own bound would be lost.
         self.decoder = SSEDecoder()
         self.cutting = True
-        self._observe = observe
+        self.observe = observe  # set to None to stop accounting while the cutting goes on
         self._hold_limit = hold_limit
         self._event_limit = event_limit  # the decoder's bound once cutting stops
         self._dropped_last = False
 
     def feed(self, chunk: bytes) -> bytes:
         events = self.decoder.feed(chunk)
-        observe = self._observe
+        observe = self.observe
         if not self.cutting:
             if observe is not None:
                 for event in events:

@@ -20,7 +20,6 @@ from genai_prices.data import providers as BUNDLED_PROVIDERS
 
 from llmobs.apis.anthropic_content import capture_blocks, capture_event, input_content, semconv_finish
 from llmobs.apis.base import Accumulator, count, error_type, loads_object
-from llmobs.jsonio import loads
 from llmobs.records import Content, Observation, Outcome, ParsedBody, Usage
 from llmobs.sse import Event
 
@@ -77,13 +76,7 @@ def parse_request(body: bytes, *, capture_content: bool = False) -> ParsedBody:
 
 
 def _request_object(body: bytes) -> dict[str, Any] | None:
-    if not body:
-        return None
-    try:
-        obj = loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
+    return loads_object(body) if body else None
 
 
 def _captured(obj: dict[str, Any]) -> Content | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmobs.apis.content import OutputCapture
-from llmobs.jsonio import loads
+from llmobs.jsonio import loads, too_complex
 from llmobs.records import Content, Observation, Outcome, RequestInfo, Timings, Usage, UsageSource
 from llmobs.sse import Event
 
@@ -23,7 +23,9 @@ def count(value: Any) -> int | None:
 
 
 def loads_object(data: bytes) -> dict[str, Any] | None:
-    """A JSON object, or None for anything else (not JSON, not an object)."""
+    """A JSON object, or None for anything else (not JSON, not an object, too costly to decode)."""
+    if too_complex(data):
+        return None
     try:
         obj = loads(data)
     except (ValueError, RecursionError):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from llmobs.apis.content import input_content
-from llmobs.jsonio import loads
+from llmobs.jsonio import loads, too_complex
 from llmobs.records import Content, ParsedBody
 from llmobs.stream_usage import with_usage_option
 
@@ -42,6 +43,8 @@ def parse_body(
     """
     if not body:
         return ParsedBody(None, False, {}, body, False)
+    if too_complex(body):
+        return _scanned(body, inject_usage and stream_usage_option)
     try:
         obj = loads(body)
     except (ValueError, RecursionError):
@@ -58,6 +61,26 @@ def parse_body(
             body, injected = new_body, True
     content = _captured(endpoint, obj) if capture_content else None
     return ParsedBody(model, stream, params, body, injected, content)
+
+
+_MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
+_STREAM = re.compile(rb'"stream"\s*:\s*true\b')
+
+
+def _scanned(body: bytes, inject_usage: bool) -> ParsedBody:
+    """model and stream of a body too costly to decode, found by a scan; no parameters.
+
+    A quote inside a JSON string is escaped, so these patterns only match keys; a nested
+    object's "model" could match too, a price paid only by bodies nobody sends in earnest.
+    """
+    found = _MODEL.search(body)
+    model = found.group(1).decode("utf-8", "replace") if found else None
+    stream = _STREAM.search(body) is not None
+    if inject_usage and stream and b'"stream_options"' not in body:
+        spliced = with_usage_option({}, body)
+        if spliced is not None:
+            return ParsedBody(model, stream, {}, spliced, True)
+    return ParsedBody(model, stream, {}, body, False)
 
 
 def _captured(endpoint: str, obj: dict[str, Any]) -> Content | None:

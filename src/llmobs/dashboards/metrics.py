@@ -76,6 +76,7 @@ UNPRICED_REQUESTS = _m(n.UNPRICED_REQUESTS, C, "model", "requests", "unpriced")
 USAGE_MISSING = _m(n.USAGE_MISSING, C, "endpoint model", "requests", "usage missing")
 PROXY_OVERHEAD = _m(n.PROXY_OVERHEAD, H, "endpoint", "seconds", "overhead")
 TELEMETRY_ERRORS = _m(n.TELEMETRY_ERRORS, C, "component", "failures", "telemetry errors")
+UNREAD_RESPONSES = _m(n.UNREAD_RESPONSES, C, "endpoint reason", "responses", "unread responses")
 BUILD_INFO = _m(n.BUILD_INFO, G, "version", "1 per process", "replicas")
 UPSTREAM_INFO = _m(n.UPSTREAM_INFO, G, "upstream provider host", "1 per upstream", "upstreams")
 SESSIONS_OPEN = _m(n.SESSIONS_OPEN, G, "endpoint", "sessions", "open sessions")
@@ -102,6 +103,7 @@ METRICS: tuple[Metric, ...] = (
     USAGE_MISSING,
     PROXY_OVERHEAD,
     TELEMETRY_ERRORS,
+    UNREAD_RESPONSES,
     BUILD_INFO,
     UPSTREAM_INFO,
     SESSIONS_OPEN,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from llmobs.proxy.budget import ByteBudget
 from llmobs.proxy.headers import with_defaults
 
 Scope = MutableMapping[str, Any]
@@ -25,21 +26,35 @@ class BodyTooLarge(Exception):
     """The request body is over the configured limit."""
 
 
-async def read_body(receive: Receive, limit: int | None = None) -> bytes:
-    """The whole request body; ClientGone if the client leaves, BodyTooLarge past `limit` bytes."""
+class BudgetExhausted(Exception):
+    """Requests in flight already hold as many body bytes as the proxy allows."""
+
+
+async def read_body(receive: Receive, limit: int | None = None, budget: ByteBudget | None = None) -> bytes:
+    """The whole request body; ClientGone if the client leaves, BodyTooLarge past `limit`
+    bytes, BudgetExhausted when `budget` cannot hold it. The caller gives `len(body)` back to
+    the budget once it no longer holds the body (on an error, this does)."""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if limit is not None and size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if limit is not None and size + len(chunk) > limit:
+                raise BodyTooLarge
+            if budget is not None and not budget.take(len(chunk)):
+                raise BudgetExhausted
+            size += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                # One chunk is the body as it is; several are joined once, then let go.
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except BaseException:
+        if budget is not None:
+            budget.give(size)
+        raise
 
 
 async def wait_disconnect(receive: Receive) -> None:

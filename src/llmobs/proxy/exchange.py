@@ -13,7 +13,18 @@ from typing import Any
 from llmobs.attribution import tenant_of
 from llmobs.observe import Accumulator, Adapter, ResponseObserver, SessionAdapter
 from llmobs.proxy import headers as hp
-from llmobs.proxy.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, error_body, read_body, respond
+from llmobs.proxy.asgi import (
+    BodyTooLarge,
+    BudgetExhausted,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+    read_body,
+    respond,
+)
+from llmobs.proxy.budget import ByteBudget
 from llmobs.proxy.routing import Route, Router
 from llmobs.proxy.upstream import (
     UpstreamBadResponse,
@@ -65,12 +76,19 @@ class Proxy:
         max_body_bytes: int = 64 * 1024 * 1024,
         capture_content: bool = False,
         max_message_bytes: int = 16 * 1024 * 1024,
+        max_buffered_bytes: int = 1024 * 1024 * 1024,
+        max_event_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.router = router
         self.recorder = recorder
         self.adapters = adapters
         self.sessions = sessions
         self.max_message_bytes = max_message_bytes
+        # Request bodies of all requests in flight (past it: 503), and apart, so that accounting
+        # never refuses traffic, the copies of response bodies kept to be read (past it: not read).
+        self.body_budget = ByteBudget(max_buffered_bytes)
+        self.observe_budget = ByteBudget(max_buffered_bytes)
+        self.max_event_bytes = max_event_bytes
         self.tenant_header = tenant_header.lower().encode("latin-1")
         self.inject_stream_usage = inject_stream_usage
         self.max_body_bytes = max_body_bytes
@@ -162,16 +180,16 @@ class Exchange:
         self.client_gone = False
         self.acc: Accumulator | None = None
         self.handle: object | None = None
+        self.body_held = 0  # request body bytes counted against the proxy's budget
+        self.observer: ResponseObserver | None = None
 
     async def run(self) -> None:
         try:
             admitted = await self._admit()
         except Rejected as rejection:
+            extra = {413: [(b"connection", b"close")], 503: [(b"retry-after", b"1"), (b"connection", b"close")]}
             await respond(
-                self.send,
-                rejection.status,
-                error_body(rejection.message, rejection.code),
-                [(b"connection", b"close")] if rejection.status == 413 else None,
+                self.send, rejection.status, error_body(rejection.message, rejection.code), extra.get(rejection.status)
             )
             self._record_unsent(rejection.status, rejection.outcome)
             return
@@ -188,7 +206,10 @@ class Exchange:
         try:
             headers = self._upstream_headers(admitted)
             self.overhead += perf_counter() - admitted_at
-            resp = await self._forward(headers, admitted)
+            try:
+                resp = await self._forward(headers, admitted)
+            finally:
+                self._release_body()  # the upstream has it, or never will
             if resp is not None:
                 await self._relay_and_release(resp)
         except asyncio.CancelledError:
@@ -199,6 +220,7 @@ class Exchange:
         finally:
             self.done = True
             watcher.cancel()
+            self._release_body()
             self._finish()
 
     # --- admit ------------------------------------------------------------------------------
@@ -207,11 +229,14 @@ class Exchange:
         """Read the body within the limit, check the headers, read what we account for."""
         proxy = self.proxy
         try:
-            body = await read_body(self.receive, proxy.max_body_bytes)
+            body = await read_body(self.receive, proxy.max_body_bytes, proxy.body_budget)
         except BodyTooLarge:
             raise Rejected(
                 413, f"request body is larger than {proxy.max_body_bytes} bytes", "request_too_large"
             ) from None
+        except BudgetExhausted:
+            raise Rejected(503, "too many request bodies held at once; retry shortly", "overloaded") from None
+        self.body_held = len(body)
         headers = hp.request_headers(self.scope["headers"], credential=self.route.credential)
         bad = hp.unsendable(headers)
         if bad is not None:
@@ -328,6 +353,8 @@ class Exchange:
         try:
             await self._relay(resp)
         finally:
+            if self.observer is not None:
+                self.observer.discard()  # a body buffered for accounting, if the relay ended early
             if self.done or self.outcome is Outcome.COMPLETED:
                 resp.release()
             else:
@@ -343,8 +370,12 @@ class Exchange:
             content_encoding=hmap.get(b"content-encoding", b""),
             cut_usage=acc.info.usage_injected and self.cut_usage,
             body_limit=self.proxy.max_body_bytes,
+            event_limit=self.proxy.max_event_bytes,
+            budget=self.proxy.observe_budget,
             on_failure=self._accounting_failed,
+            on_skip=lambda reason: self.proxy.recorder.skipped(acc.info.endpoint, reason),
         )
+        self.observer = observer
         # Cutting changes the length; the server frames the body itself (chunked).
         drop = frozenset({b"content-length"}) if observer.cutting else frozenset()
         self.status = resp.status
@@ -381,6 +412,10 @@ class Exchange:
         rest = observer.close()
         self.done = True
         await send({"type": "http.response.body", "body": rest, "more_body": False})
+
+    def _release_body(self) -> None:
+        self.proxy.body_budget.give(self.body_held)
+        self.body_held = 0
 
     def _accounting_failed(self) -> None:
         self.proxy.recorder.failed("accounting")

@@ -6,12 +6,15 @@ behind this small surface lets a benchmark swap it.
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
+
+_LARGE_BODY = 1024 * 1024  # aiohttp's own threshold for its warning
 
 
 class UpstreamUnreachable(Exception):
@@ -120,9 +123,10 @@ class Upstream:
         assert self._session is not None, "Upstream.open() was not awaited"
         url = URL(self.origin + target, encoded=True)
         try:
-            resp = await self._session.request(
-                method, url, headers=headers, data=body if body else None, allow_redirects=False
-            )
+            # aiohttp writes a large bytes body in one go, warning that it may stall the loop;
+            # a BytesIO (sharing the bytes, not copying them) is written a piece at a time.
+            data = (io.BytesIO(body) if len(body) > _LARGE_BODY else body) if body else None
+            resp = await self._session.request(method, url, headers=headers, data=data, allow_redirects=False)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(str(exc) or "timed out") from exc
         except aiohttp.ClientConnectorError as exc:

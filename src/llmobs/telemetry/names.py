@@ -29,6 +29,7 @@ FRAMES = "llmobs_websocket_frames"
 FRAME_BYTES = "llmobs_websocket_bytes"
 IMAGES = "llmobs_images"
 TELEMETRY_ERRORS = "llmobs_telemetry_errors"
+UNREAD_RESPONSES = "llmobs_unread_responses"
 
 
 def total(name: str) -> str:

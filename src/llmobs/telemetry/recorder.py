@@ -122,6 +122,13 @@ class Recorder:
             return None
         return cost
 
+    def skipped(self, endpoint: str, reason: str) -> None:
+        """A response llmobs would not read (too large, undecodable): counted, never raised."""
+        try:
+            self.prometheus.unread(endpoint, reason)
+        except Exception:
+            log.debug("cannot count a skipped response", exc_info=True)
+
     def failed(self, component: str) -> None:
         """Log and count a telemetry failure; re-raise it under tests. Call it from `except`."""
         if self.strict:

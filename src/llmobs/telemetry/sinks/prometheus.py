@@ -97,6 +97,11 @@ class PrometheusSink:
             "Failures inside telemetry (accounting, sinks, dropped spans); traffic unaffected.",
             ("component",),
         )
+        self.unread_responses = counter(
+            n.UNREAD_RESPONSES,
+            "Responses relayed but not read for accounting: undecodable_body, body_too_large, event_too_large.",
+            ("endpoint", "reason"),
+        )
         build = Gauge(n.BUILD_INFO, "llmobs build; always 1.", ("version",), registry=registry, multiprocess_mode="max")
         build.labels(__version__).set(1)
         self.sessions_open = Gauge(
@@ -160,6 +165,9 @@ class PrometheusSink:
             if frames:
                 self.frames.labels(endpoint, direction).inc(frames)
                 self.frame_bytes.labels(endpoint, direction).inc(size)
+
+    def unread(self, endpoint: str, reason: str) -> None:
+        self.unread_responses.labels(endpoint, reason).inc()
 
     def telemetry_error(self, component: str, count: int = 1) -> None:
         self.telemetry_errors.labels(component).inc(count)
