@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,3 +91,17 @@ def test_any_chunking_gives_the_same_events(stream: bytes, cuts: list[int]) -> N
     points = sorted({min(c, len(stream)) for c in cuts})
     pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=False)]
     assert dispatched(decode(*pieces)) == dispatched(decode(stream))
+
+
+def test_a_long_unfinished_line_costs_time_linear_in_its_size() -> None:
+    """A 16 MiB line fed 16 KiB at a time: copied and searched once, not once per chunk (8 GB)."""
+    decoder = SSEDecoder()
+    piece = b"x" * 16384
+    cpu = time.process_time()
+    decoder.feed(b"data: ")
+    for _ in range(1024):
+        assert decoder.feed(piece) == []
+    events = decoder.feed(b"\n\n")
+    cpu = time.process_time() - cpu
+    assert len(events) == 1 and len(events[0].data) == 16 * 1024 * 1024
+    assert cpu < 1.5, f"{cpu:.2f} s"

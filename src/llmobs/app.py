@@ -151,6 +151,7 @@ class LLMObs:
             tracer=otel,
             sinks=(otel,) if otel is not None else (),
             strict=strict,
+            max_tokens=settings.max_tokens_per_request,
         )
         self.proxy = Proxy(
             self.router,
@@ -158,6 +159,8 @@ class LLMObs:
             classify,
             sessions=classify_websocket,
             tenant_header=settings.tenant_header,
+            trust_tenant_header=settings.trust_tenant_header,
+            tenant_salt=settings.tenant_salt.get_secret_value().encode() if settings.tenant_salt else None,
             inject_stream_usage=settings.inject_stream_usage,
             max_body_bytes=settings.max_body_bytes,
             capture_content=settings.capture_content,
@@ -257,7 +260,11 @@ def build_router(settings: Settings) -> Router:
 
     def route(name: str, url: str, provider: str | None, key: SecretStr | None, prefix: str = "") -> Route:
         ids = resolve(url, provider)
-        path = urlsplit(url).path.rstrip("/") if prefix else ""
+        base = urlsplit(url).path.rstrip("/")
+        path = base if prefix else ""
+        # The default upstream gets paths as clients send them: its key goes only under its URL's
+        # path (and the extra prefixes configured); a route's path is its URL's by construction.
+        key_paths = (base, *settings.upstream_key_paths) if base and not prefix else (base,) if base else ()
         return Route(
             name=name,
             upstream=Upstream(url, timeouts=timeouts, max_connections=settings.max_connections),
@@ -266,6 +273,7 @@ def build_router(settings: Settings) -> Router:
             provider=ids.name if ids else None,
             pricing_provider=ids.pricing if ids else None,
             credential=credential(key.get_secret_value(), ids.name if ids else None) if key else None,
+            key_paths=key_paths,
         )
 
     default = route("", settings.upstream_url, settings.provider, settings.upstream_api_key)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     provider: str | None = None  # pricing / gen_ai.provider.name; inferred from the upstream host if unset
     price_file: Path | None = None  # YAML price overrides
     tenant_header: str = "x-llmobs-tenant"
+    trust_tenant_header: bool = True  # off: the tenant comes from the key only
+    tenant_salt: SecretStr | None = None  # HMAC secret for key fingerprints
+    upstream_key_paths: list[str] = Field(default_factory=list)  # more path prefixes the upstream key may go to
     max_label_values: int = Field(200, ge=1)  # distinct values per client-fed label (model, tenant)
     inject_stream_usage: bool = True
     connect_timeout: float = Field(10.0, gt=0)
@@ -93,6 +96,7 @@ class Settings(BaseSettings):
     total_timeout: float | None = Field(None, gt=0)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
     max_websocket_message_bytes: int = Field(16 * 1024 * 1024, ge=1)  # larger frames close with 1009
+    max_tokens_per_request: int = Field(1_000_000_000, ge=1)  # usage past it is not believed (missing)
     max_buffered_bytes: int = Field(1024 * 1024 * 1024, ge=1)  # request bodies held at once; again for copies
     max_event_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # one SSE event; a larger one stops observing
     max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line + headers; past it: 431

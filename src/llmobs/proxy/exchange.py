@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
+from urllib.parse import unquote
 
 from llmobs.attribution import tenant_of
 from llmobs.observe import Accumulator, Adapter, ResponseObserver, SessionAdapter
@@ -25,7 +26,7 @@ from llmobs.proxy.asgi import (
     respond,
 )
 from llmobs.proxy.budget import ByteBudget
-from llmobs.proxy.routing import Route, Router
+from llmobs.proxy.routing import Route, Router, key_may_go
 from llmobs.proxy.upstream import (
     UpstreamBadResponse,
     UpstreamBroken,
@@ -72,6 +73,8 @@ class Proxy:
         *,
         sessions: Callable[[str], SessionAdapter | None] = lambda path: None,
         tenant_header: str = "x-llmobs-tenant",
+        trust_tenant_header: bool = True,
+        tenant_salt: bytes | None = None,
         inject_stream_usage: bool = True,
         max_body_bytes: int = 64 * 1024 * 1024,
         capture_content: bool = False,
@@ -90,6 +93,8 @@ class Proxy:
         self.observe_budget = ByteBudget(max_buffered_bytes)
         self.max_event_bytes = max_event_bytes
         self.tenant_header = tenant_header.lower().encode("latin-1")
+        self.trust_tenant_header = trust_tenant_header
+        self.tenant_salt = tenant_salt
         self.inject_stream_usage = inject_stream_usage
         self.max_body_bytes = max_body_bytes
         self.capture_content = capture_content
@@ -112,6 +117,15 @@ class Proxy:
         finally:
             self.in_flight -= 1
 
+    def tenant(self, headers: list[tuple[bytes, bytes]], subprotocols: list[str] | None = None) -> str:
+        return tenant_of(
+            hp.header_map(headers),
+            self.tenant_header,
+            subprotocols,
+            salt=self.tenant_salt,
+            trust_header=self.trust_tenant_header,
+        )
+
     async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Relay an upgraded connection to the route's upstream, frame by frame."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -124,7 +138,7 @@ class Proxy:
             operation=adapter.operation if adapter else None,
             model=adapter.model(query) if adapter else None,
             stream=True,
-            tenant=tenant_of(hp.header_map(scope["headers"]), self.tenant_header, scope.get("subprotocols")),
+            tenant=self.tenant(scope["headers"], scope.get("subprotocols")),
             provider=route.provider or (adapter.flavor if adapter else None),
             pricing_provider=route.pricing_provider,
             upstream=route.name,
@@ -145,8 +159,9 @@ class Proxy:
         )
         self.recorder.start_session(info)
         self.in_flight += 1
+        decoded = unquote(path.decode("latin-1")) if route.prefix else str(scope["path"])
         try:
-            await relay.run()
+            await relay.run(key_allowed=key_may_go(route, decoded))
         finally:
             self.in_flight -= 1
 
@@ -237,6 +252,10 @@ class Exchange:
         except BudgetExhausted:
             raise Rejected(503, "too many request bodies held at once; retry shortly", "overloaded") from None
         self.body_held = len(body)
+        if not key_may_go(self.route, self._decoded_path()):
+            raise Rejected(
+                403, "the upstream key is not sent to this path (outside the upstream's prefix)", "path_not_allowed"
+            )
         headers = hp.request_headers(self.scope["headers"], credential=self.route.credential)
         bad = hp.unsendable(headers)
         if bad is not None:
@@ -283,7 +302,7 @@ class Exchange:
             return ParsedBody(None, False, {}, body, False)
 
     def _tenant(self) -> str:
-        return tenant_of(hp.header_map(self.scope["headers"]), self.proxy.tenant_header)
+        return self.proxy.tenant(self.scope["headers"])
 
     def _record_unsent(self, status: int, outcome: Outcome) -> None:
         """Record a request that never went upstream (refused, or the client left)."""
@@ -334,6 +353,10 @@ class Exchange:
             )
             return None
         return resp
+
+    def _decoded_path(self) -> str:
+        """The path the upstream gets, percent-decoded (as the upstream will read it)."""
+        return unquote(self.path.decode("latin-1")) if self.route.prefix else str(self.scope["path"])
 
     def _target(self) -> str:
         """Path and query as the client sent them (a route's prefix replaced)."""

@@ -18,6 +18,7 @@ class Route:
     provider: str | None = None  # gen_ai.provider.name, when known
     pricing_provider: str | None = None  # the genai-prices id, when known
     credential: tuple[bytes, bytes] | None = None  # the key header sent instead of the client's
+    key_paths: tuple[str, ...] = ()  # with a credential: the only path prefixes it is sent to
 
 
 class Router:
@@ -38,3 +39,17 @@ class Router:
             if raw_path.startswith(prefix) and raw_path[len(prefix) : len(prefix) + 1] in (b"", b"/"):
                 return route, (route.path + raw_path[len(prefix) :]) or b"/"
         return self.default, raw_path
+
+
+def key_may_go(route: Route, path: str) -> bool:
+    """Whether a request on `path` (decoded, as the upstream gets it) may carry the route's key.
+
+    The operator's key is sent only under the upstream URL's own path (and configured
+    extra prefixes): never to another API of the same host, and never through dot segments,
+    which the upstream may resolve to a path outside the prefix.
+    """
+    if route.credential is None:
+        return True
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return False
+    return not route.key_paths or any(path == p or path.startswith(p.rstrip("/") + "/") for p in route.key_paths)

@@ -89,9 +89,15 @@ class WebSocketRelay:
         self.outcome = Outcome.COMPLETED
         self.status = 499
 
-    async def run(self) -> None:
+    async def run(self, *, key_allowed: bool = True) -> None:
         message = await self.receive()
         if message["type"] != "websocket.connect":  # the client left before the handshake
+            self._finish()
+            return
+        if not key_allowed:
+            message_text = "the upstream key is not sent to this path (outside the upstream's prefix)"
+            await self._refuse(403, error_body(message_text, "path_not_allowed"))
+            self.outcome = Outcome.REJECTED
             self._finish()
             return
         try:

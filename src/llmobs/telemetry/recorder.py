@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Protocol
@@ -31,6 +32,29 @@ class Tracer(Protocol):
     def trace_id(self, handle: object | None) -> str | None: ...
 
 
+def plausible(usage: Usage, bound: int) -> bool:
+    """Every count and quantity finite, non-negative and within `bound` (tokens, seconds, images)."""
+    values = [v for v in (getattr(usage, name) for name in _QUANTITIES) if v is not None]
+    values.extend(v for _, v in usage.pricing)
+    return all(isinstance(v, (int, float)) and 0 <= v <= bound and v == v for v in values)
+
+
+_QUANTITIES = (
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
+    "input_audio_tokens", "input_image_tokens", "output_audio_tokens", "output_image_tokens",
+    "audio_seconds", "images",
+)  # fmt: skip
+_last_warning = 0.0
+
+
+def _warn_once_a_minute(message: str, *args: object) -> None:
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= 60.0:
+        _last_warning = now
+        log.warning(message, *args)
+
+
 class Recorder:
     """Prices observations and hands them to each sink.
 
@@ -47,12 +71,14 @@ class Recorder:
         tracer: Tracer | None = None,
         sinks: tuple[Sink, ...] = (),
         strict: bool = False,
+        max_tokens: int = 1_000_000_000,
     ) -> None:
         self.prometheus = prometheus
         self.prices = prices
         self.tracer = tracer
         self.sinks: tuple[Sink, ...] = (prometheus, *sinks)
         self.strict = strict
+        self.max_tokens = max_tokens  # usage past this, per request, is not believed
 
     def start(self, info: RequestInfo, headers: list[tuple[bytes, bytes]], start: float) -> object | None:
         """Note a request as in flight; start its span. Returns the span handle or None."""
@@ -76,6 +102,14 @@ class Recorder:
 
     def finish(self, obs: Observation, handle: object | None = None) -> Observation:
         """Price a finished request and record it everywhere; returns what was recorded."""
+        if obs.usage_source is UsageSource.REPORTED and not plausible(obs.usage, self.max_tokens):
+            # 2**64 input tokens would add trillions of dollars for good: such usage is missing.
+            _warn_once_a_minute(
+                "usage past max_tokens_per_request treated as missing (endpoint %s)", obs.request.endpoint
+            )
+            obs = dataclasses.replace(
+                obs, usage=Usage(), usage_source=UsageSource.MISSING, estimated_output_tokens=None
+            )
         reported = obs.usage if obs.usage_source is UsageSource.REPORTED else None
         cost = self.price(obs.request.model, obs.response_model, reported, obs.request.pricing_provider)
         trace_id = self.tracer.trace_id(handle) if self.tracer is not None and handle is not None else None

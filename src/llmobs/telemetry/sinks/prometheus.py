@@ -21,6 +21,7 @@ class PrometheusSink:
         # Client-fed label values are bounded: later new values become `other`.
         self.models = LabelGuard(max_label_values)
         self.tenants = LabelGuard(max_label_values)
+        self.reasons = LabelGuard(max_label_values)
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series only double the output
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
@@ -173,15 +174,24 @@ class PrometheusSink:
         self.telemetry_errors.labels(component).inc(count)
 
     def record(self, obs: Observation, span: object = None) -> None:
-        """Record one observation (its request is no longer in flight)."""
+        """Record one observation (its request is no longer in flight), all of it or none of it.
+
+        Every series is bound and every value computed first; only then is anything added, so a
+        failure part-way (a label, a value) never leaves a request half-counted.
+        """
         info = obs.request
         self.ended(info.endpoint)
+        operations = self._operations(obs)
+        for apply, value, exemplar in operations:
+            apply(value, exemplar)
+
+    def _operations(self, obs: Observation) -> list[tuple[Any, float, dict[str, str] | None]]:
+        info = obs.request
         # A request that names no model (Azure, a body we could not read) goes by the served one.
         model = self.models(info.model or obs.response_model)
         tenant = self.tenants(info.tenant)
-        trace_id = obs.trace_id
         series = self._series(info.endpoint, model, tenant, info.stream, info.upstream)
-        exemplar = {"trace_id": trace_id} if trace_id else None
+        exemplar = {"trace_id": obs.trace_id} if obs.trace_id else None
         key = (info.endpoint, model, tenant, info.stream, obs.status_code, obs.outcome, info.upstream)
         requests = self._requests.get(key)
         if requests is None:
@@ -189,47 +199,50 @@ class PrometheusSink:
             requests = self._requests[key] = self.requests.labels(
                 info.endpoint, model, tenant, stream, str(obs.status_code), obs.outcome.value, info.upstream
             )
-        requests.inc()
-        series.get("duration").observe(obs.timings.duration, exemplar)
-        series.get("overhead").observe(obs.proxy_overhead)
+        ops: list[tuple[Any, float, dict[str, str] | None]] = [
+            (requests.inc, 1, None),
+            (series.get("duration").observe, obs.timings.duration, exemplar),
+            (series.get("overhead").observe, obs.proxy_overhead, None),
+        ]
         ttft = obs.timings.time_to_first_token
         if info.stream and ttft is not None:
-            series.get("ttft").observe(ttft, exemplar)
+            ops.append((series.get("ttft").observe, ttft, exemplar))
         tpot = obs.time_per_output_token
         if tpot is not None:
-            series.get("tpot").observe(tpot)
+            ops.append((series.get("tpot").observe, tpot, None))
         reasoning = obs.timings.reasoning_duration
         if reasoning is not None:
-            series.get("reasoning").observe(reasoning)
-        for reason in obs.finish_reasons:
-            series.get("finish_reasons", reason).inc()
-        self._usage(obs, series)
+            ops.append((series.get("reasoning").observe, reasoning, None))
+        for reason in obs.finish_reasons:  # the upstream names them: bounded like model and tenant
+            ops.append((series.get("finish_reasons", self.reasons(reason)).inc, 1, None))
+        self._usage(obs, series, ops)
+        return ops
 
-    def _usage(self, obs: Observation, series: _Series) -> None:
+    def _usage(self, obs: Observation, series: _Series, ops: list[tuple[Any, float, dict[str, str] | None]]) -> None:
         if obs.usage_source is UsageSource.MISSING:
-            series.get("usage_missing").inc()
+            ops.append((series.get("usage_missing").inc, 1, None))
             if obs.estimated_output_tokens is not None:
-                series.get("estimated_tokens", "output").inc(obs.estimated_output_tokens)
+                ops.append((series.get("estimated_tokens", "output").inc, obs.estimated_output_tokens, None))
             return
         if obs.usage_source is not UsageSource.REPORTED:
             return
         usage = obs.usage
         if obs.estimated_output_tokens is not None:  # reported input, output cut off (Anthropic streams)
-            series.get("estimated_tokens", "output").inc(obs.estimated_output_tokens)
+            ops.append((series.get("estimated_tokens", "output").inc, obs.estimated_output_tokens, None))
         for kind, count in usage.by_type().items():
-            series.get("tokens", kind).inc(count)
+            ops.append((series.get("tokens", kind).inc, count, None))
         if usage.input_tokens is not None:
-            series.get("request_tokens", "input").observe(usage.input_tokens)
+            ops.append((series.get("request_tokens", "input").observe, usage.input_tokens, None))
         if usage.output_tokens is not None:
-            series.get("request_tokens", "output").observe(usage.output_tokens)
+            ops.append((series.get("request_tokens", "output").observe, usage.output_tokens, None))
         if usage.audio_seconds is not None:
-            series.get("audio_seconds").inc(usage.audio_seconds)
+            ops.append((series.get("audio_seconds").inc, usage.audio_seconds, None))
         if usage.images is not None:
-            series.get("images").inc(usage.images)
+            ops.append((series.get("images").inc, usage.images, None))
         if obs.cost is None:
-            series.get("unpriced").inc()
+            ops.append((series.get("unpriced").inc, 1, None))
         else:
-            series.get("cost").inc(float(obs.cost))
+            ops.append((series.get("cost").inc, float(obs.cost), None))
 
     def _series(self, endpoint: str, model: str, tenant: str, stream: bool, upstream: str) -> _Series:
         key = (endpoint, model, tenant, stream, upstream)
