@@ -84,3 +84,10 @@ def test_redact_patterns_from_the_environment_are_a_json_list_checked_at_start()
         load_settings(environ={"LLMOBS_REDACT_PATTERNS": "ACME-[0-9]+"})
     with pytest.raises(ConfigError, match="invalid regex"):
         load_settings(environ={"LLMOBS_REDACT_PATTERNS": '["("]'})
+
+
+def test_the_upstream_client_is_chosen_by_name() -> None:
+    assert load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "aiohttp"}).upstream_client == "aiohttp"
+    assert load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "h1"}).upstream_client == "h1"
+    with pytest.raises(ConfigError, match="LLMOBS_UPSTREAM_CLIENT"):
+        load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "curl"})

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     total_timeout: float | None = Field(None, gt=0)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
     max_connections: int = Field(4096, ge=1)
+    # The upstream HTTP client: aiohttp, or llmobs's own HTTP/1.1 client (benchmarks/AB_CLIENT.md).
+    upstream_client: Literal["aiohttp", "h1"] = "aiohttp"
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(30.0, ge=0)  # SIGTERM: drain in-flight requests this long
     admin_port: int | None = Field(None, ge=0, le=65535)  # serve /metrics etc. on their own port
