@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fault_upstream import Conn, RawRequest, fault_upstream, http_response
+from fault_upstream import Conn, RawRequest, fault_upstream, http_response, unaccepting_port
 from llmobs.proxy.h1client import HIGH_WATER, H1Response, H1Upstream
 from llmobs.proxy.upstream import Timeouts, UpstreamTimeout, UpstreamUnreachable
 
@@ -68,8 +69,6 @@ def test_header_bytes_that_are_not_utf8_arrive_unchanged() -> None:
 
 
 def test_non_utf8_header_bytes_cross_the_proxy_unchanged(make_proxy: Callable[..., Any]) -> None:
-    import socket
-
     with fault_upstream(ok) as server:
         proxy = make_proxy(server.url + "/v1", upstream_client="h1")
         with socket.create_connection(("127.0.0.1", proxy.server.port), timeout=5) as sock:
@@ -222,6 +221,27 @@ def test_idle_connections_are_closed_after_the_keepalive_time() -> None:
     with fault_upstream(ok) as server:
         run(server.url, wait_idle, keepalive=0.2)
         server.wait_for(lambda: server.peer_closed == 1)
+
+
+def test_an_address_that_never_answers_costs_a_moment_not_the_connect_timeout() -> None:
+    held, dead = unaccepting_port()  # SYNs dropped, as on a black-holed IPv6 route
+
+    async def get(upstream: H1Upstream) -> float:
+        async def two_addresses() -> list[Any]:
+            tcp = (socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+            return [(socket.AF_INET, *tcp, ("127.0.0.1", dead)), (socket.AF_INET, *tcp, ("127.0.0.1", server.port))]
+
+        upstream._resolve = two_addresses  # type: ignore[method-assign]
+        began = time.monotonic()
+        await read_all(await upstream.send("GET", "/", [], b""))
+        return time.monotonic() - began
+
+    try:
+        with fault_upstream(ok) as server:
+            assert run(server.url, get, Timeouts(5.0, 5.0)) < 2.0
+    finally:
+        for sock in held:
+            sock.close()
 
 
 # --- reading ------------------------------------------------------------------------------

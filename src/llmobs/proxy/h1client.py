@@ -15,8 +15,10 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 from llmobs.proxy.upstream import (
@@ -27,6 +29,7 @@ from llmobs.proxy.upstream import (
     UpstreamUnreachable,
 )
 
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]  # as getaddrinfo gives them
 DEFAULT_TIMEOUTS = Timeouts()
 HIGH_WATER = 256 * 1024  # body bytes queued unread before the socket stops being read
 MAX_HEAD = 64 * 1024  # a response head longer than this is refused (nginx refuses past 4-8 KiB)
@@ -403,7 +406,7 @@ class H1Upstream:
         self._host_line = b"host: " + _host_header(parts.netloc, parts.port == default_port) + b"\r\n"
         self._ssl: ssl.SSLContext | None = ssl_context
         self._literal = _is_ip(self.host)
-        self._dns: tuple[float, list[tuple[int, str, int]]] | None = None  # (expiry, addresses)
+        self._dns: tuple[float, Sequence[AddrInfo]] | None = None  # (expiry, addresses)
         self._idle: deque[Connection] = deque()  # oldest first; taken from the newest end
         self._count = 0  # connections open or opening
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -568,37 +571,35 @@ class H1Upstream:
         return conn
 
     async def _open_any(self) -> Connection:
-        """A connection to the first address that accepts (addresses as the resolver ordered them)."""
+        """A connection to the first address that accepts: Happy Eyeballs (RFC 8305) as
+        aiohttp does it, so a black-holed IPv6 route costs 250 ms, not the connect timeout."""
         loop = self.loop
         assert loop is not None
-        error: OSError = OSError(f"no address for {self.host}")
-        for family, host, port in await self._resolve():
-            try:
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self, loop),
-                    host,
-                    port,
-                    family=family,
-                    ssl=self._ssl,
-                    server_hostname=self.host if self._ssl is not None else None,
-                )
-            except OSError as exc:
-                error = exc
-                continue
-            return conn
-        raise error
+        sock = await aiohappyeyeballs.start_connection(await self._resolve(), happy_eyeballs_delay=0.25, interleave=1)
+        try:
+            _, conn = await loop.create_connection(
+                lambda: Connection(self, loop),
+                sock=sock,
+                ssl=self._ssl,
+                server_hostname=self.host if self._ssl is not None else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return conn
 
-    async def _resolve(self) -> list[tuple[int, str, int]]:
-        """(family, address, port) for the host, cached for DNS_TTL seconds."""
+    async def _resolve(self) -> Sequence[AddrInfo]:
+        """The host's addresses, cached for DNS_TTL seconds."""
         assert self.loop is not None
         if self._literal:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            return [(family, self.host, self.port)]
+            six = ":" in self.host
+            family = socket.AF_INET6 if six else socket.AF_INET
+            address = (self.host, self.port, 0, 0) if six else (self.host, self.port)
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
         now = self.loop.time()
         if self._dns is not None and self._dns[0] > now:
             return self._dns[1]
-        infos = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        addresses = [(int(family), str(addr[0]), int(addr[1])) for family, _, _, _, addr in infos]
+        addresses = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         self._dns = (now + DNS_TTL, addresses)
         return addresses
 
