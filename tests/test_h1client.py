@@ -193,6 +193,28 @@ def test_a_response_not_read_to_its_end_is_not_pooled() -> None:
         assert server.connections == 2
 
 
+def test_a_body_that_ended_while_reading_was_paused_still_sees_the_server_close() -> None:
+    async def big_then_close(request: RawRequest, conn: Conn) -> None:
+        body = http_response(200, b"z" * (HIGH_WATER + 1000))
+        await conn.send(body[:-1000])  # up to the mark: reading goes on
+        await asyncio.sleep(0.1)
+        await conn.send(body[-1000:])  # past it: reading pauses, and the body ends, in one read
+        await asyncio.sleep(0.3)
+        conn.close()
+
+    async def unread(upstream: H1Upstream) -> set[tuple[str, int]]:
+        resp = await upstream.send("GET", "/", [], b"")
+        await asyncio.sleep(0.2)  # the whole body arrives, unread
+        assert resp.buffered == HIGH_WATER + 1000
+        resp.release()  # complete: pooled, and reading again so that the close is seen
+        assert len(upstream.pooled_peers()) == 1
+        await asyncio.sleep(0.5)
+        return upstream.pooled_peers()
+
+    with fault_upstream(big_then_close) as server:
+        assert run(server.url, unread) == set()
+
+
 def test_connections_are_bounded_and_requests_wait_for_a_free_one() -> None:
     async def slow(request: RawRequest, conn: Conn) -> None:
         await asyncio.sleep(0.05)

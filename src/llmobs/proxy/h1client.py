@@ -166,7 +166,7 @@ class Connection(asyncio.Protocol):
         if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
-        waiter = self.waiter
+        waiter = self.waiter  # _wake(), inlined: this runs once per body chunk
         if waiter is not None:
             self.waiter = None
             if not waiter.done():
@@ -185,8 +185,8 @@ class Connection(asyncio.Protocol):
 
     # --- the request ------------------------------------------------------------------------
 
-    async def request(self, data: bytes, body: bytes, head_only: bool, deadline: float | None) -> None:
-        """Write one request and wait for its response head (1xx skipped)."""
+    async def request(self, data: bytes, tail: bytes, head_only: bool, deadline: float | None) -> None:
+        """Write one request (`tail`: a large body, written apart) and wait for its response head."""
         self._reset()
         self.busy = True
         self.head_only = head_only
@@ -195,8 +195,8 @@ class Connection(asyncio.Protocol):
         if self.closed or transport is None or transport.is_closing():
             raise _Lost(f"{self.label} closed the connection", written=False, received=False)
         transport.write(data)
-        if body:
-            transport.write(body)
+        if tail:
+            transport.write(tail)
         self.written = True
         self.last_read = self.loop.time()
         read = self.pool.timeouts.read
@@ -527,13 +527,13 @@ class H1Upstream:
             else:
                 async with asyncio.timeout_at(deadline):
                     await waiter
-        except TimeoutError:
-            raise UpstreamTimeout("no upstream connection became free in time") from None
-        except BaseException:
+        except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 self._wake_one()  # the wake-up was ours; pass it on
             else:
                 waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeout("no upstream connection became free in time") from None
             raise
 
     def _wake_one(self) -> None:
@@ -610,6 +610,10 @@ class H1Upstream:
             conn.abort()
             return
         assert self.loop is not None
+        if conn.paused:  # the body ended while reading was paused; an idle connection must see EOF
+            conn.paused = False
+            if conn.transport is not None:
+                conn.transport.resume_reading()
         conn.idle_since = self.loop.time()
         conn.pooled = True
         self._idle.append(conn)
