@@ -22,8 +22,8 @@ from llmobs.sim import create_app as create_simulator
 
 
 def _upstream_client_from_env() -> None:
-    """LLMOBS_UPSTREAM_CLIENT=h1 runs the whole suite under the h1 client: Settings built in
-    code (not through load_settings, which reads the environment itself) default to it too."""
+    """LLMOBS_UPSTREAM_CLIENT=aiohttp runs the whole suite under aiohttp (h1 is the default):
+    Settings built in code (not through load_settings, which reads the environment) too."""
     name = os.environ.get("LLMOBS_UPSTREAM_CLIENT")
     if name:
         Settings.model_fields["upstream_client"].default = name

@@ -1,7 +1,8 @@
 """The upstream HTTP client's surface, and its aiohttp implementation.
 
 The proxy sees only `Client` and `Response` below; `make_upstream` picks the implementation:
-aiohttp (here) or the hand-written HTTP/1.1 client in h1client.py (LLMOBS_UPSTREAM_CLIENT).
+the hand-written HTTP/1.1 client in h1client.py (the default), or aiohttp (here), by
+LLMOBS_UPSTREAM_CLIENT.
 Keeping both behind this small surface lets a benchmark swap them (benchmarks/ab_client.py).
 """
 
@@ -86,7 +87,7 @@ class Client(Protocol):
 def make_upstream(
     url: str,
     *,
-    client: ClientName = "aiohttp",
+    client: ClientName = "h1",
     timeouts: Timeouts = Timeouts(),
     max_connections: int = 4096,
     ssl_context: ssl.SSLContext | None = None,
