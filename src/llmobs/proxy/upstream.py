@@ -1,9 +1,8 @@
 """The upstream HTTP client's surface, and its aiohttp implementation.
 
-The proxy sees only `Client` and `Response` below; `make_upstream` picks the implementation:
-the hand-written HTTP/1.1 client in h1client.py (the default), or aiohttp (here), by
-LLMOBS_UPSTREAM_CLIENT.
-Keeping both behind this small surface lets a benchmark swap them (benchmarks/ab_client.py).
+The proxy sees only `Client` and `Response` below; `make_upstream` picks the implementation,
+by LLMOBS_UPSTREAM_CLIENT: the hand-written HTTP/1.1 client in h1client.py (the default), or
+aiohttp (here). Both behind one small surface, a benchmark can swap them (ab_client.py).
 """
 
 from __future__ import annotations
@@ -82,6 +81,9 @@ class Client(Protocol):
 
     def connections_in_use(self) -> int:
         """Connections held for a request right now (not idle in the pool)."""
+
+    def pooled_peers(self) -> set[tuple[str, int]]:
+        """(address, port) of every connection idle in the pool (for tests)."""
 
 
 def make_upstream(
