@@ -91,7 +91,8 @@ def llmobs_env() -> dict[str, str]:
     return env
 
 
-def start_llmobs(name: str, upstream: int, logdir: Path, workers: int = 1) -> Server:
+def start_llmobs(name: str, upstream: int, logdir: Path, workers: int = 1, env: dict[str, str] | None = None) -> Server:
+    """`llmobs serve` in front of the upstream; `env` adds LLMOBS_* settings to the defaults."""
     port = free_port()
     argv = [
         sys.executable,
@@ -107,7 +108,7 @@ def start_llmobs(name: str, upstream: int, logdir: Path, workers: int = 1) -> Se
     ]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    return _spawn(name, argv, logdir, env=llmobs_env(), metrics=True, port=port)
+    return _spawn(name, argv, logdir, env={**llmobs_env(), **(env or {})}, metrics=True, port=port)
 
 
 def serve_supports_workers() -> bool:

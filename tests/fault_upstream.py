@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -88,8 +89,9 @@ class FaultUpstream:
     the script closed or reset it.
     """
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
+        self.tls = tls  # a server context: speak HTTPS
         self.requests: list[RawRequest] = []
         self.connections = 0
         self.peer_closed = 0  # connections the proxy closed (e.g. on cancellation)
@@ -101,11 +103,13 @@ class FaultUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FaultUpstream:
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._serve, "127.0.0.1", 0), self.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls), self.loop
+        )
         self._server = future.result(5)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -178,8 +182,8 @@ async def _read_request(reader: asyncio.StreamReader) -> RawRequest | None:
 
 
 @contextmanager
-def fault_upstream(script: Script) -> Iterator[FaultUpstream]:
-    server = FaultUpstream(script).start()
+def fault_upstream(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[FaultUpstream]:
+    server = FaultUpstream(script, tls).start()
     try:
         yield server
     finally:
@@ -317,8 +321,7 @@ def proxy_tasks(proxy: Any) -> list[str]:
 
 def upstream_connections_in_use(proxy: Any) -> int:
     """Upstream connections the proxy holds for a request right now (not idle in the pool)."""
-    session = proxy.app.upstream._session
-    return len(session.connector._acquired)
+    return int(proxy.app.upstream.connections_in_use())
 
 
 def assert_quiet(proxy: Any, timeout: float = 3.0) -> None:

@@ -210,8 +210,7 @@ def test_no_request_reaches_any_host_but_the_upstream(
     time.sleep(0.1)
     assert evil.connections == 0 and evil.requests == []
     assert len(upstream.requests) == len(attempts)
-    pool = proxy.app.upstream._session.connector._conns  # every pooled connection is to the upstream
-    assert {(key.host, key.port) for key in pool} <= {("127.0.0.1", upstream.port)}
+    assert proxy.app.upstream.pooled_peers() <= {("127.0.0.1", upstream.port)}  # every pooled connection
 
 
 def test_headers_reach_the_upstream_as_sent_less_hop_by_hop_and_our_own(

@@ -91,3 +91,10 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for key in Settings.model_fields:
         assert f"| `{key}` | `LLMOBS_{key.upper()}`" in readme, f"{key} is not in the README's configuration table"
+
+
+def test_the_upstream_client_is_chosen_by_name() -> None:
+    assert load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "aiohttp"}).upstream_client == "aiohttp"
+    assert load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "h1"}).upstream_client == "h1"
+    with pytest.raises(ConfigError, match="LLMOBS_UPSTREAM_CLIENT"):
+        load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "curl"})

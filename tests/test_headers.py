@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -140,3 +143,35 @@ def test_the_proxys_own_answers_carry_one_date_and_one_server(make_proxy: Callab
             headers = raw_headers(proxy.url, path)
             only(headers, "date")
             assert only(headers, "server") in ("llmobs", "uvicorn")
+
+
+def test_expect_is_never_forwarded() -> None:
+    given_headers = [(b"expect", b"100-continue"), (b"Expect", b"100-Continue"), (b"x-ok", b"1")]
+    assert hp.request_headers(given_headers) == [(b"x-ok", b"1")]
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "h1"])
+def test_expect_100_continue_does_not_hang_on_an_upstream_that_never_sends_100(
+    make_proxy: Callable[..., Proxied], client: str
+) -> None:
+    """Issue 10 item 5: the body is already read; forwarded, the header made aiohttp wait for
+    a 100 Continue this upstream never sends, until the read timeout."""
+
+    async def plain(request: RawRequest, conn: Any) -> None:  # reads the body at once, never says 100
+        await conn.send(http_response(200, b"{}"))
+
+    with fault_upstream(plain) as server:
+        proxy = make_proxy(server.url + "/v1", upstream_client=client, read_timeout=5)
+        began = time.monotonic()
+        with socket.create_connection(("127.0.0.1", proxy.server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\n"
+                b"content-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+            )
+            answer = b""
+            while b"HTTP/1.1 200" not in answer:
+                data = sock.recv(4096)
+                assert data, answer
+                answer += data
+        assert time.monotonic() - began < 2
+        assert server.requests[0].header("expect") is None and server.requests[0].body == b"{}"

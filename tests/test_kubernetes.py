@@ -416,7 +416,7 @@ def test_secrets_are_referenced_never_committed() -> None:
         for name, field in Settings.model_fields.items()
         if SecretStr in _types(field.annotation)
     }
-    assert secret_settings == {"LLMOBS_UPSTREAM_API_KEY", "LLMOBS_ADMIN_TOKEN"}
+    assert secret_settings == {"LLMOBS_UPSTREAM_API_KEY", "LLMOBS_ADMIN_TOKEN", "LLMOBS_TENANT_SALT"}
     for target in TARGETS:
         assert not objects(target, "Secret"), f"{target} commits a Secret"
     assert not secret_settings & set(settings_env())

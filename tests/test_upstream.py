@@ -1,4 +1,5 @@
-"""The upstream client on its own: bytes as sent, peek and replay, pooling, and each failure mapped."""
+"""The upstream client on its own, under both implementations (aiohttp and h1): bytes as
+sent, peek and replay, pooling, and each failure mapped."""
 
 from __future__ import annotations
 
@@ -11,24 +12,34 @@ import pytest
 
 from fault_upstream import RawRequest, fault_upstream, http_response, refused_port, unaccepting_port
 from llmobs.proxy.upstream import (
+    Client,
+    ClientName,
+    Response,
     Timeouts,
-    Upstream,
     UpstreamBadResponse,
     UpstreamBroken,
-    UpstreamResponse,
     UpstreamTimeout,
     UpstreamUnreachable,
+    make_upstream,
 )
 
 T = TypeVar("T")
-
+Upstream = Client
 
 QUICK = Timeouts(1.0, 1.0)
+CLIENT: list[ClientName] = ["aiohttp"]  # set by the autouse fixture below, for run()
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "h1"])
+def client(request: pytest.FixtureRequest) -> ClientName:
+    """Every test here runs against both implementations."""
+    CLIENT[0] = request.param
+    return CLIENT[0]
 
 
 def run(url: str, body: Callable[[Upstream], Awaitable[T]], timeouts: Timeouts = QUICK) -> T:
     async def main() -> T:
-        upstream = Upstream(url, timeouts=timeouts)
+        upstream = make_upstream(url, client=CLIENT[0], timeouts=timeouts)
         await upstream.open()
         try:
             return await body(upstream)
@@ -38,7 +49,7 @@ def run(url: str, body: Callable[[Upstream], Awaitable[T]], timeouts: Timeouts =
     return asyncio.run(main())
 
 
-async def read_all(resp: UpstreamResponse) -> bytes:
+async def read_all(resp: Response) -> bytes:
     """The whole body; the connection goes back to the pool, or is dropped if the body broke."""
     out = b""
     try:
@@ -60,7 +71,7 @@ def test_the_body_comes_back_as_sent_still_compressed_and_the_connection_is_reus
     async def two(upstream: Upstream) -> list[bytes]:
         bodies = []
         for _ in range(2):
-            resp = await upstream.send("POST", "/v1/x?a=1", [("x-test", "1")], b"{}")
+            resp = await upstream.send("POST", "/v1/x?a=1", [(b"x-test", b"1")], b"{}")
             assert resp.status == 200 and (b"content-encoding", b"gzip") in resp.headers
             bodies.append(await read_all(resp))
         return bodies
@@ -137,3 +148,78 @@ def test_a_body_cut_short_is_broken_and_silence_mid_body_times_out() -> None:
         run(server.url, read)
     with fault_upstream(silent) as server, pytest.raises(UpstreamTimeout):
         run(server.url, read, Timeouts(1.0, 0.3))
+
+
+# --- framing, for both clients alike ------------------------------------------------------
+
+
+def fetch(url: str, method: str = "GET", timeouts: Timeouts = QUICK) -> tuple[int, bytes]:
+    async def one(upstream: Upstream) -> tuple[int, bytes]:
+        resp = await upstream.send(method, "/", [], b"")
+        return resp.status, await read_all(resp)
+
+    return run(url, one, timeouts)
+
+
+def test_interim_1xx_responses_are_skipped() -> None:
+    async def script(request: RawRequest, conn: Any) -> None:
+        await conn.send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n")
+        await conn.send(http_response(200, b"after"))
+
+    with fault_upstream(script) as server:
+        assert fetch(server.url) == (200, b"after")
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "framing"),
+    [("HEAD", 200, "content-length: 5"), ("GET", 204, "x: y"), ("GET", 304, "content-length: 5")],
+)
+def test_responses_without_a_body(method: str, status: int, framing: str) -> None:
+    async def script(request: RawRequest, conn: Any) -> None:
+        await conn.send(f"HTTP/1.1 {status} X\r\n{framing}\r\n\r\n".encode())
+
+    with fault_upstream(script) as server:
+        assert fetch(server.url, method) == (status, b"")
+
+
+def test_chunked_and_close_delimited_bodies_come_back_as_sent() -> None:
+    async def script(request: RawRequest, conn: Any) -> None:
+        if request.target == "/":
+            await conn.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        else:
+            await conn.send(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end")
+            conn.close()
+
+    async def both(upstream: Upstream) -> list[bytes]:
+        out = []
+        for target in ("/", "/close"):
+            out.append(await read_all(await upstream.send("GET", target, [], b"")))
+        return out
+
+    with fault_upstream(script) as server:
+        assert run(server.url, both) == [b"abcde", b"until the end"]
+
+
+def test_a_huge_response_head_is_a_bad_response() -> None:
+    async def script(request: RawRequest, conn: Any) -> None:
+        await conn.send(b"HTTP/1.1 200 OK\r\nx-huge: " + b"a" * 100_000 + b"\r\ncontent-length: 0\r\n\r\n")
+
+    with fault_upstream(script) as server, pytest.raises(UpstreamBadResponse) as caught:
+        fetch(server.url)
+    assert "aaaa" not in str(caught.value)  # never quotes upstream bytes
+
+
+def test_request_head_has_host_and_content_length_and_nothing_added() -> None:
+    async def script(request: RawRequest, conn: Any) -> None:
+        await conn.send(http_response(200, b"{}"))
+
+    async def post(upstream: Upstream) -> bytes:
+        return await read_all(await upstream.send("POST", "/v1/x", [(b"X-Case", b"Kept")], b"{}"))
+
+    with fault_upstream(script) as server:
+        run(server.url + "/v1", post)
+        request = server.requests[0]
+    names = sorted(name.lower() for name, _ in request.headers)
+    assert names == ["content-length", "host", "x-case"]
+    assert request.header("host") == f"127.0.0.1:{server.port}" and request.header("content-length") == "2"
+    assert b"X-Case: Kept\r\n" in request.head  # the name's case as given

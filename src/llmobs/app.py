@@ -23,7 +23,7 @@ from llmobs.config import Settings, multiprocess_dir
 from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
 from llmobs.proxy.exchange import Proxy
 from llmobs.proxy.routing import Route, Router
-from llmobs.proxy.upstream import Timeouts, Upstream
+from llmobs.proxy.upstream import Timeouts, make_upstream
 from llmobs.telemetry.providers import resolve
 from llmobs.telemetry.recorder import Recorder
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
@@ -267,7 +267,9 @@ def build_router(settings: Settings) -> Router:
         key_paths = (base, *settings.upstream_key_paths) if base and not prefix else (base,) if base else ()
         return Route(
             name=name,
-            upstream=Upstream(url, timeouts=timeouts, max_connections=settings.max_connections),
+            upstream=make_upstream(
+                url, client=settings.upstream_client, timeouts=timeouts, max_connections=settings.max_connections
+            ),
             prefix=prefix.encode(),
             path=path.encode(),
             provider=ids.name if ids else None,

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     keepalive_timeout: float = Field(75.0, gt=0)  # an idle keep-alive connection is closed after it
     max_client_connections: int = Field(4096, ge=1)  # open client connections; idle ones make room
     max_connections: int = Field(4096, ge=1)
+    # The upstream HTTP client: llmobs's own HTTP/1.1 client (h1: 40% less CPU per request than
+    # aiohttp, benchmarks/AB_CLIENT.md), or aiohttp.
+    upstream_client: Literal["aiohttp", "h1"] = "h1"
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(30.0, ge=0)  # SIGTERM: drain in-flight requests this long
     admin_port: int | None = Field(None, ge=0, le=65535)  # serve /metrics etc. on their own port

@@ -28,9 +28,9 @@ from llmobs.proxy.asgi import (
 from llmobs.proxy.budget import ByteBudget
 from llmobs.proxy.routing import Route, Router, key_may_go
 from llmobs.proxy.upstream import (
+    Response,
     UpstreamBadResponse,
     UpstreamBroken,
-    UpstreamResponse,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -41,7 +41,7 @@ from llmobs.telemetry.recorder import Recorder
 
 log = logging.getLogger("llmobs")
 
-_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 class Rejected(Exception):
@@ -316,18 +316,21 @@ class Exchange:
 
     # --- forward ----------------------------------------------------------------------------
 
-    def _upstream_headers(self, admitted: Admitted) -> list[tuple[str, str]]:
-        out = [(hp.text(k), hp.text(v)) for k, v in admitted.headers]
+    def _upstream_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
+        """The headers that go upstream, as bytes: the client's pass through unchanged."""
+        out = admitted.headers
         if admitted.parsed.usage_injected:
             # The usage chunk can only be cut from an uncompressed stream.
-            out = [(k, v) for k, v in out if k.lower() != "accept-encoding"] + [("accept-encoding", "identity")]
+            out = [(k, v) for k, v in out if k.lower() != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
         if self.handle is not None:
             trace: dict[str, str] = {}
             self.proxy.recorder.inject(self.handle, trace)
-            out = [(k, v) for k, v in out if k.lower() not in _TRACE_HEADERS] + list(trace.items())
+            out = [(k, v) for k, v in out if k.lower() not in _TRACE_HEADERS] + [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in trace.items()
+            ]
         return out
 
-    async def _forward(self, headers: list[tuple[str, str]], admitted: Admitted) -> UpstreamResponse | None:
+    async def _forward(self, headers: list[tuple[bytes, bytes]], admitted: Admitted) -> Response | None:
         """The upstream's response, or None once the proxy has answered a failure itself."""
         upstream = self.route.upstream
         target = self._target()
@@ -372,7 +375,7 @@ class Exchange:
 
     cut_usage = True  # cleared when the upstream refused the usage option and got the original body
 
-    async def _relay_and_release(self, resp: UpstreamResponse) -> None:
+    async def _relay_and_release(self, resp: Response) -> None:
         try:
             await self._relay(resp)
         finally:
@@ -383,7 +386,7 @@ class Exchange:
             else:
                 resp.close()  # mid-body: the connection cannot be reused
 
-    async def _relay(self, resp: UpstreamResponse) -> None:
+    async def _relay(self, resp: Response) -> None:
         acc = self.acc
         assert acc is not None
         hmap = hp.header_map([(k.lower(), v) for k, v in resp.headers])

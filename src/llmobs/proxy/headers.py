@@ -38,6 +38,7 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
 
 
 CREDENTIALS = frozenset({b"authorization", b"api-key", b"x-api-key"})  # OpenAI, Azure, Anthropic
+_REWRITTEN = frozenset({b"host", b"content-length", b"expect"})
 
 
 def request_headers(
@@ -47,7 +48,9 @@ def request_headers(
     credential: tuple[bytes, bytes] | None = None,
 ) -> Headers:
     """Client headers for the upstream: no hop-by-hop, no x-llmobs-*, no Host (rewritten
-    by the client library), no Content-Length (recomputed). With a `credential` (the
+    by the client library), no Content-Length (recomputed), no Expect (the body is already
+    read; forwarded, `100-continue` makes the HTTP client wait for a 100 the upstream may
+    never send). With a `credential` (the
     upstream key the operator configured, as a header), every key header the client sent
     is replaced by it. Everything else is kept as sent, duplicates included."""
     headers = list(headers)
@@ -59,7 +62,7 @@ def request_headers(
             lower in HOP_BY_HOP
             or lower in named
             or lower.startswith(OWN_PREFIX)
-            or lower in (b"host", b"content-length")
+            or lower in _REWRITTEN
             or lower in drop
         ):
             continue
@@ -119,8 +122,9 @@ def unsendable(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
 
 
 def text(value: bytes) -> str:
-    """A header as the str the HTTP client wants; it encodes str as UTF-8, so UTF-8 bytes
-    round-trip exactly. Other bytes (obsolete latin-1 text) cannot, and go as latin-1."""
+    """A header as the str aiohttp wants; it encodes str as UTF-8, so UTF-8 bytes round-trip
+    exactly. Other bytes (obsolete latin-1 text) cannot, and go as latin-1 text re-encoded
+    (the h1 client sends bytes as they are)."""
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:

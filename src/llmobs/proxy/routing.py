@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmobs.proxy.upstream import Upstream
+from llmobs.proxy.upstream import Client
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,7 +12,7 @@ class Route:
     """One upstream and what the proxy knows of it."""
 
     name: str  # the `upstream` label: "" for the default upstream, else the route's prefix
-    upstream: Upstream
+    upstream: Client
     prefix: bytes = b""  # b"" for the default upstream, which gets every path as sent
     path: bytes = b""  # what the prefix is replaced by: the route URL's path
     provider: str | None = None  # gen_ai.provider.name, when known
