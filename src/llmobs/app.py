@@ -19,7 +19,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import SecretStr
 
 from llmobs.apis.table import classify, classify_websocket
-from llmobs.config import Settings, multiprocess_dir
+from llmobs.attribution import Attribution
+from llmobs.config import Settings, attribution_name, multiprocess_dir
 from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
 from llmobs.proxy.exchange import Proxy
 from llmobs.proxy.routing import Route, Router
@@ -131,7 +132,12 @@ class LLMObs:
         self.settings = settings
         self.strict = strict
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.prometheus = PrometheusSink(self.registry, max_label_values=settings.max_label_values)
+        self.prometheus = PrometheusSink(
+            self.registry,
+            max_label_values=settings.max_label_values,
+            max_series=settings.max_series_per_metric,
+            attribution_labels=tuple(settings.attribution_labels),
+        )
         self.tracer_provider, self.meter_provider = tracer_provider, meter_provider
         if otel_from_env and tracer_provider is None and meter_provider is None:
             from llmobs.telemetry.otel_setup import providers_from_env
@@ -139,6 +145,7 @@ class LLMObs:
             self.tracer_provider, self.meter_provider = providers_from_env(
                 on_span_dropped=lambda: self.prometheus.telemetry_error("otel_span_dropped"),
                 on_export_failed=lambda n: self.prometheus.telemetry_error("otel_export_failed", n),
+                max_series=settings.max_series_per_metric,
             )
         self.router = build_router(settings)
         self.upstream = self.router.default.upstream
@@ -158,9 +165,7 @@ class LLMObs:
             self.recorder,
             classify,
             sessions=classify_websocket,
-            tenant_header=settings.tenant_header,
-            trust_tenant_header=settings.trust_tenant_header,
-            tenant_salt=settings.tenant_salt.get_secret_value().encode() if settings.tenant_salt else None,
+            attribution=build_attribution(settings),
             inject_stream_usage=settings.inject_stream_usage,
             max_body_bytes=settings.max_body_bytes,
             capture_content=settings.capture_content,
@@ -252,6 +257,20 @@ _SERVER_LOG = _ServerLog()
 
 def _quiet_server_log() -> None:
     logging.getLogger("uvicorn.error").addFilter(_SERVER_LOG)  # adding it twice is a no-op
+
+
+def build_attribution(settings: Settings) -> Attribution:
+    """Who sent a request, as the settings say to tell it."""
+    from llmobs.attribution import read_tenant_map
+
+    return Attribution(
+        tenant_header=settings.tenant_header.encode("latin-1"),
+        salt=settings.tenant_salt.get_secret_value().encode() if settings.tenant_salt else None,
+        trust_header=settings.trust_tenant_header,
+        names=read_tenant_map(settings.tenant_map_file) if settings.tenant_map_file else {},
+        headers=tuple((h.encode("latin-1"), attribution_name(h)) for h in settings.attribution_headers),
+        conversation_header=settings.conversation_header.encode("latin-1"),
+    )
 
 
 def build_router(settings: Settings) -> Router:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
+
+import yaml
 
 KEY_PREFIX = "key-"  # fingerprints start with it; a tenant header may not (it would pose as a key)
 
@@ -32,6 +36,7 @@ def tenant_of(
     *,
     salt: bytes | None = None,
     trust_header: bool = True,
+    names: Mapping[str, str] | None = None,
 ) -> str:
     """Tenant from the configured header, else an API-key fingerprint, else empty.
 
@@ -39,7 +44,19 @@ def tenant_of(
     WebSocket subprotocol `openai-insecure-api-key.<key>`. A header value that looks like a
     fingerprint (`key-...`) is ignored, so no client can be counted as another key; with
     `trust_header` off the header is ignored altogether (clients that are not trusted).
+    `names` maps fingerprints to the team names dashboards show.
     """
+    found = _tenant(headers, tenant_header, subprotocols, salt, trust_header)
+    return names.get(found, found) if names else found
+
+
+def _tenant(
+    headers: dict[bytes, bytes],
+    tenant_header: bytes,
+    subprotocols: Sequence[str] | None,
+    salt: bytes | None,
+    trust_header: bool,
+) -> str:
     value = headers.get(tenant_header) if trust_header else None
     if value:
         tenant = value.decode("latin-1").strip()
@@ -59,3 +76,63 @@ def tenant_of(
         if protocol.startswith(_INSECURE_KEY) and len(protocol) > len(_INSECURE_KEY):
             return fingerprint(protocol[len(_INSECURE_KEY) :], salt)
     return ""
+
+
+class TenantMapError(ValueError):
+    """The tenant map file is unreadable or invalid; the message names the file and the entry."""
+
+
+def read_tenant_map(path: Path) -> dict[str, str]:
+    """`tenants: {key-1a2b3c4d5e: search-team, ...}`: key fingerprints to the names dashboards show."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise TenantMapError(f"tenant map {path}: cannot read it: {exc}") from None
+    if not isinstance(document, dict) or set(document) != {"tenants"} or not isinstance(document["tenants"], dict):
+        raise TenantMapError(f"tenant map {path}: expected a mapping with the single key 'tenants'")
+    mapping: dict[str, str] = {}
+    for key, name in document["tenants"].items():
+        if not isinstance(key, str) or not key.startswith(KEY_PREFIX):
+            raise TenantMapError(f"tenant map {path}: {key!r} is not a key fingerprint (key-...)")
+        if not isinstance(name, str) or not name.strip() or len(name) > 128:
+            raise TenantMapError(f"tenant map {path}: the name for {key} must be a string of 1 to 128 characters")
+        mapping[key] = name.strip()
+    return mapping
+
+
+_MAX_VALUE = 256  # characters kept of an attribution or conversation value
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """How the proxy tells who sent a request: tenant, attribution headers, conversation."""
+
+    tenant_header: bytes = b"x-llmobs-tenant"
+    salt: bytes | None = None
+    trust_header: bool = True
+    names: Mapping[str, str] = field(default_factory=dict)  # fingerprint -> team name
+    headers: tuple[tuple[bytes, str], ...] = ()  # (attribution header, its name on spans and labels)
+    conversation_header: bytes = b"x-llmobs-conversation"
+
+    @property
+    def own_headers(self) -> frozenset[bytes]:
+        """Headers for the proxy only: never sent upstream (x-llmobs-* ones already are not)."""
+        return frozenset({self.tenant_header, self.conversation_header, *(h for h, _ in self.headers)})
+
+    def tenant(self, headers: dict[bytes, bytes], subprotocols: Sequence[str] | None = None) -> str:
+        return tenant_of(
+            headers, self.tenant_header, subprotocols, salt=self.salt, trust_header=self.trust_header, names=self.names
+        )
+
+    def attributes(self, headers: dict[bytes, bytes]) -> dict[str, str]:
+        """The attribution headers the request carries, by name."""
+        found = {}
+        for header, name in self.headers:
+            value = headers.get(header)
+            if value and (text := value.decode("latin-1").strip()[:_MAX_VALUE]):
+                found[name] = text
+        return found
+
+    def conversation(self, headers: dict[bytes, bytes]) -> str | None:
+        value = headers.get(self.conversation_header)
+        return value.decode("latin-1").strip()[:_MAX_VALUE] or None if value else None

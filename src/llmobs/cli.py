@@ -27,6 +27,10 @@ def _serve(args: argparse.Namespace) -> int:
             from llmobs.telemetry.pricing import read_price_file
 
             read_price_file(settings.price_file)
+        if settings.tenant_map_file is not None:
+            from llmobs.attribution import read_tenant_map
+
+            read_tenant_map(settings.tenant_map_file)
     except (ConfigError, ValueError) as exc:
         print(f"llmobs: {exc}", file=sys.stderr)
         return 2

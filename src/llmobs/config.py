@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,19 @@ class Route(BaseModel):
         return _http_url(value)
 
 
+def _json_list(value: Any) -> Any:
+    """A list from the environment: JSON, or comma-separated names."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError(f"must be a JSON list, got {value!r}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
 def _route(item: Any) -> Any:
     """A route from its short form `prefix=url`, or as given (a mapping) for pydantic to check."""
     if isinstance(item, str):
@@ -72,6 +86,20 @@ def _route(item: Any) -> Any:
             raise ValueError(f"a route is prefix=url (e.g. /anthropic=https://api.anthropic.com), got {item!r}")
         return {"prefix": prefix.strip(), "url": url.strip()}
     return item
+
+
+DEFAULT_ATTRIBUTION = ("x-llmobs-user", "x-llmobs-project", "x-llmobs-feature")
+_LABEL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# Labels llmobs already uses: an attribution label may not take one of their names.
+_RESERVED_LABELS = frozenset(
+    {"endpoint", "model", "tenant", "stream", "status_code", "outcome", "upstream", "type", "reason", "le"}
+)
+
+
+def attribution_name(header: str) -> str:
+    """The name an attribution header goes by on spans and as a label: `x-llmobs-project` -> `project`."""
+    name = header.lower().removeprefix("x-llmobs-")
+    return re.sub(r"[^a-z0-9_]", "_", name)
 
 
 class Settings(BaseSettings):
@@ -88,6 +116,11 @@ class Settings(BaseSettings):
     tenant_header: str = "x-llmobs-tenant"
     trust_tenant_header: bool = True  # off: the tenant comes from the key only
     tenant_salt: SecretStr | None = None  # HMAC secret for key fingerprints
+    tenant_map_file: Path | None = None  # YAML: key fingerprints -> team names
+    attribution_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTRIBUTION))  # on spans
+    attribution_labels: list[str] = Field(default_factory=list)  # of those, the ones that are metric labels
+    conversation_header: str = "x-llmobs-conversation"  # gen_ai.conversation.id, spans only
+    max_series_per_metric: int = Field(2000, ge=10)  # label sets per metric family; later ones fold
     upstream_key_paths: list[str] = Field(default_factory=list)  # more path prefixes the upstream key may go to
     max_label_values: int = Field(200, ge=1)  # distinct values per client-fed label (model, tenant)
     inject_stream_usage: bool = True
@@ -140,6 +173,34 @@ class Settings(BaseSettings):
             value = [_route(item) for item in value]
         return value
 
+    @field_validator("attribution_headers", mode="before")
+    @classmethod
+    def _headers_list(cls, value: Any) -> Any:
+        return _json_list(value)
+
+    @field_validator("attribution_labels", "upstream_key_paths", mode="before")
+    @classmethod
+    def _names_list(cls, value: Any) -> Any:
+        return _json_list(value)
+
+    @field_validator("attribution_headers")
+    @classmethod
+    def _attribution_headers(cls, value: list[str]) -> list[str]:
+        for header in value:
+            if not header or any(c in header for c in " :\r\n\t"):
+                raise ValueError(f"must be HTTP header names, got {header!r}")
+        return [header.lower() for header in value]
+
+    @model_validator(mode="after")
+    def _attribution_labels_are_headers(self) -> Settings:
+        names = {attribution_name(h) for h in self.attribution_headers}
+        for label in self.attribution_labels:
+            if label not in names:
+                raise ValueError(f"attribution_labels: {label!r} names no attribution header (known: {sorted(names)})")
+            if not _LABEL_NAME.match(label) or label in _RESERVED_LABELS:
+                raise ValueError(f"attribution_labels: {label!r} cannot be a label name")
+        return self
+
     @model_validator(mode="after")
     def _distinct_prefixes(self) -> Settings:
         seen = [route.prefix for route in self.routes]
@@ -148,7 +209,7 @@ class Settings(BaseSettings):
             raise ValueError(f"routes: prefix {twice[0]!r} is given more than once")
         return self
 
-    @field_validator("tenant_header")
+    @field_validator("tenant_header", "conversation_header")
     @classmethod
     def _header_name(cls, value: str) -> str:
         if not value or any(c in value for c in " :\r\n\t"):
@@ -178,7 +239,7 @@ class Settings(BaseSettings):
                     compile_pattern(pattern)
         return value
 
-    @field_validator("price_file")
+    @field_validator("price_file", "tenant_map_file")
     @classmethod
     def _exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -248,12 +309,16 @@ def _flag(key: str) -> str:
 def _explain(exc: ValidationError, origin: Mapping[str, str]) -> str:
     lines = []
     for error in exc.errors():
-        key = str(error["loc"][0]) if error["loc"] else "?"
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check across settings: its message names them
+            key = message.partition(":")[0]
+            lines.append(f"{origin.get(key, ENV_PREFIX + key.upper())}{message[len(key) :]}")
+            continue
+        key = str(error["loc"][0])
         where = origin.get(key, ENV_PREFIX + key.upper())
         if error["type"] == "extra_forbidden":
             lines.append(f"{where}: is not a known setting")
             continue
-        message = error["msg"].removeprefix("Value error, ")
         if "got " not in message and "input" in error:
             message += f", got {error['input']!r}"
         lines.append(f"{where}: {message}")

@@ -127,6 +127,7 @@ class ParsedBody:
     body: bytes  # what goes upstream
     usage_injected: bool
     input_content: Content | None = None  # the prompt, only when capture was asked for
+    conversation: str | None = None  # the body's conversation or session id, if it names one
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,8 @@ class RequestInfo:
     provider: str | None = None  # gen_ai.provider.name: the upstream's, else the API's own flavor
     pricing_provider: str | None = None  # genai-prices id; None: unknown, priced by model family
     upstream: str = ""  # the route that served it ("" for the default upstream)
+    attribution: dict[str, str] = field(default_factory=dict)  # attribution header name -> value
+    conversation: str | None = None  # gen_ai.conversation.id: a header, or the body's session fields
     server_address: str = ""  # the upstream's host and port
     server_port: int | None = None
     params: dict[str, Any] = field(default_factory=dict)  # generation parameters (semconv names)

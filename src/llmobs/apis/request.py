@@ -60,7 +60,28 @@ def parse_body(
         if new_body is not None:
             body, injected = new_body, True
     content = _captured(endpoint, obj) if capture_content else None
-    return ParsedBody(model, stream, params, body, injected, content)
+    return ParsedBody(model, stream, params, body, injected, content, conversation_of(obj))
+
+
+def conversation_of(obj: dict[str, Any]) -> str | None:
+    """The conversation or session a request body names (gen_ai.conversation.id), if any.
+
+    In order: the Responses API's `conversation` (an id, or an object with one); `metadata`'s
+    `conversation_id`, `session_id` or `thread_id`; `prompt_cache_key` (requests sharing a
+    prefix, usually a conversation's); the end-user `user`. Only ever a span attribute.
+    """
+    conversation = obj.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    candidates = [conversation]
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        candidates += [metadata.get(key) for key in ("conversation_id", "session_id", "thread_id")]
+    candidates += [obj.get("prompt_cache_key"), obj.get("user")]
+    for value in candidates:
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:256]
+    return None
 
 
 _MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,256})"')

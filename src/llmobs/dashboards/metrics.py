@@ -77,6 +77,7 @@ USAGE_MISSING = _m(n.USAGE_MISSING, C, "endpoint model", "requests", "usage miss
 PROXY_OVERHEAD = _m(n.PROXY_OVERHEAD, H, "endpoint", "seconds", "overhead")
 TELEMETRY_ERRORS = _m(n.TELEMETRY_ERRORS, C, "component", "failures", "telemetry errors")
 UNREAD_RESPONSES = _m(n.UNREAD_RESPONSES, C, "endpoint reason", "responses", "unread responses")
+LABEL_OVERFLOW = _m(n.LABEL_OVERFLOW, C, "metric", "observations", "folded labels")
 BUILD_INFO = _m(n.BUILD_INFO, G, "version", "1 per process", "replicas")
 UPSTREAM_INFO = _m(n.UPSTREAM_INFO, G, "upstream provider host", "1 per upstream", "upstreams")
 SESSIONS_OPEN = _m(n.SESSIONS_OPEN, G, "endpoint", "sessions", "open sessions")
@@ -104,6 +105,7 @@ METRICS: tuple[Metric, ...] = (
     PROXY_OVERHEAD,
     TELEMETRY_ERRORS,
     UNREAD_RESPONSES,
+    LABEL_OVERFLOW,
     BUILD_INFO,
     UPSTREAM_INFO,
     SESSIONS_OPEN,

@@ -11,7 +11,7 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import unquote
 
-from llmobs.attribution import tenant_of
+from llmobs.attribution import Attribution
 from llmobs.observe import Accumulator, Adapter, ResponseObserver, SessionAdapter
 from llmobs.proxy import headers as hp
 from llmobs.proxy.asgi import (
@@ -72,9 +72,7 @@ class Proxy:
         adapters: Callable[[str, str], Adapter],
         *,
         sessions: Callable[[str], SessionAdapter | None] = lambda path: None,
-        tenant_header: str = "x-llmobs-tenant",
-        trust_tenant_header: bool = True,
-        tenant_salt: bytes | None = None,
+        attribution: Attribution | None = None,
         inject_stream_usage: bool = True,
         max_body_bytes: int = 64 * 1024 * 1024,
         capture_content: bool = False,
@@ -92,9 +90,7 @@ class Proxy:
         self.body_budget = ByteBudget(max_buffered_bytes)
         self.observe_budget = ByteBudget(max_buffered_bytes)
         self.max_event_bytes = max_event_bytes
-        self.tenant_header = tenant_header.lower().encode("latin-1")
-        self.trust_tenant_header = trust_tenant_header
-        self.tenant_salt = tenant_salt
+        self.attribution = attribution or Attribution()
         self.inject_stream_usage = inject_stream_usage
         self.max_body_bytes = max_body_bytes
         self.capture_content = capture_content
@@ -117,15 +113,6 @@ class Proxy:
         finally:
             self.in_flight -= 1
 
-    def tenant(self, headers: list[tuple[bytes, bytes]], subprotocols: list[str] | None = None) -> str:
-        return tenant_of(
-            hp.header_map(headers),
-            self.tenant_header,
-            subprotocols,
-            salt=self.tenant_salt,
-            trust_header=self.trust_tenant_header,
-        )
-
     async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Relay an upgraded connection to the route's upstream, frame by frame."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -133,12 +120,15 @@ class Proxy:
         adapter = self.sessions(scope["path"] if not route.prefix else path.decode("latin-1"))
         query = scope.get("query_string", b"").decode("latin-1")
         upstream = route.upstream
+        header_map = hp.header_map(scope["headers"])
         info = RequestInfo(
             endpoint=adapter.name if adapter else "other",
             operation=adapter.operation if adapter else None,
             model=adapter.model(query) if adapter else None,
             stream=True,
-            tenant=self.tenant(scope["headers"], scope.get("subprotocols")),
+            tenant=self.attribution.tenant(header_map, scope.get("subprotocols")),
+            attribution=self.attribution.attributes(header_map),
+            conversation=self.attribution.conversation(header_map),
             provider=route.provider or (adapter.flavor if adapter else None),
             pricing_provider=route.pricing_provider,
             upstream=route.name,
@@ -256,7 +246,9 @@ class Exchange:
             raise Rejected(
                 403, "the upstream key is not sent to this path (outside the upstream's prefix)", "path_not_allowed"
             )
-        headers = hp.request_headers(self.scope["headers"], credential=self.route.credential)
+        headers = hp.request_headers(
+            self.scope["headers"], drop=self.proxy.attribution.own_headers, credential=self.route.credential
+        )
         bad = hp.unsendable(headers)
         if bad is not None:
             name = bad.decode("latin-1")[:64]  # never the value: it may be a secret
@@ -269,15 +261,21 @@ class Exchange:
             usage_injected=parsed.usage_injected,
             capture_content=proxy.capture_content,
             input_content=parsed.input_content,
+            conversation=parsed.conversation,
         )
         return Admitted(info, parsed, body, headers)
 
-    def _info(self, **fields: Any) -> RequestInfo:
+    def _info(self, *, conversation: str | None = None, **fields: Any) -> RequestInfo:
+        """The request as llmobs records it; `conversation` from the body, unless a header names one."""
         route, upstream = self.route, self.route.upstream
+        attribution = self.proxy.attribution
+        header_map = hp.header_map(self.scope["headers"])
         return RequestInfo(
             endpoint=self.adapter.name,
             operation=self.adapter.operation,
-            tenant=self._tenant(),
+            tenant=attribution.tenant(header_map),
+            attribution=attribution.attributes(header_map),
+            conversation=attribution.conversation(header_map) or conversation,
             provider=route.provider or self.adapter.flavor,
             pricing_provider=route.pricing_provider,
             upstream=route.name,
@@ -301,14 +299,9 @@ class Exchange:
             proxy.recorder.failed("accounting")
             return ParsedBody(None, False, {}, body, False)
 
-    def _tenant(self) -> str:
-        return self.proxy.tenant(self.scope["headers"])
-
     def _record_unsent(self, status: int, outcome: Outcome) -> None:
         """Record a request that never went upstream (refused, or the client left)."""
-        info = RequestInfo(
-            endpoint=self.adapter.name, operation=self.adapter.operation, model=None, tenant=self._tenant()
-        )
+        info = self._info(model=None)
         self.acc = self.adapter.observe(info, self.start)
         self.proxy.recorder.start(info, [], self.start)
         self.status, self.outcome = status, outcome

@@ -30,6 +30,7 @@ FRAME_BYTES = "llmobs_websocket_bytes"
 IMAGES = "llmobs_images"
 TELEMETRY_ERRORS = "llmobs_telemetry_errors"
 UNREAD_RESPONSES = "llmobs_unread_responses"
+LABEL_OVERFLOW = "llmobs_label_overflow"
 
 
 def total(name: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -22,6 +23,7 @@ def providers_from_env(
     on_span_dropped: Callable[[], None] | None = None,
     *,
     on_export_failed: Callable[[int], None] | None = None,
+    max_series: int = 2000,
 ) -> tuple[SdkTracerProvider | None, SdkMeterProvider | None]:
     """Build OTLP-exporting tracer and meter providers from the standard OTEL_* env, or (None, None).
 
@@ -41,7 +43,7 @@ def providers_from_env(
         return None, None
     resource = _resource()
     tracer_provider = _tracer_provider(env, resource, on_span_dropped, on_export_failed) if traces else None
-    meter_provider = _meter_provider(env, resource) if metrics else None
+    meter_provider = _meter_provider(env, resource, max_series) if metrics else None
     return tracer_provider, meter_provider
 
 
@@ -101,10 +103,13 @@ def _tracer_provider(
     return provider
 
 
-def _meter_provider(env: Mapping[str, str], resource: Resource) -> SdkMeterProvider:
+def _meter_provider(env: Mapping[str, str], resource: Resource, max_series: int) -> SdkMeterProvider:
     exporter: MetricExporter = _exporter(env, "METRICS")
     # Interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT inside the reader.
-    return SdkMeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
+    # The same bound on series as Prometheus has: past it the SDK folds new attribute sets into
+    # one overflow point (otel.metric.overflow=true), so sums stay exact.
+    views = [View(instrument_name="*", aggregation_cardinality_limit=max_series)]
+    return SdkMeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)], views=views)
 
 
 _EXPORTERS = {"TRACES": ("trace_exporter", "OTLPSpanExporter"), "METRICS": ("metric_exporter", "OTLPMetricExporter")}

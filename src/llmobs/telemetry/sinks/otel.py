@@ -45,6 +45,7 @@ COST_METRIC = "llmobs.cost"
 ATTR_COST_USD = "llmobs.cost_usd"
 ATTR_TENANT = "llmobs.tenant"
 ATTR_UPSTREAM = "llmobs.upstream"  # the route that served the request, when routes are configured
+ATTR_ATTRIBUTION = "llmobs.attribution."  # + the attribution header's name: user, project, feature...
 ATTR_OUTCOME = "llmobs.outcome"
 ATTR_USAGE_SOURCE = "llmobs.usage_source"
 ATTR_ESTIMATED_OUTPUT_TOKENS = "llmobs.estimated_output_tokens"
@@ -195,6 +196,10 @@ class OTelSink:
             attrs[ATTR_TENANT] = info.tenant
         if info.upstream:
             attrs[ATTR_UPSTREAM] = info.upstream
+        for name, value in info.attribution.items():
+            attrs[ATTR_ATTRIBUTION + name] = value
+        if info.conversation:
+            attrs[genai.GEN_AI_CONVERSATION_ID] = info.conversation
         return attrs
 
     def _finish_span(self, obs: Observation, handle: SpanHandle) -> None:

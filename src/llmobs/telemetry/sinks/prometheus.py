@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -10,6 +11,9 @@ from llmobs import __version__
 from llmobs.records import Observation, Session, UsageSource
 from llmobs.telemetry import names as n
 from llmobs.telemetry.labels import LabelGuard
+from llmobs.telemetry.series import Family
+
+log = logging.getLogger("llmobs")
 
 
 class PrometheusSink:
@@ -17,11 +21,24 @@ class PrometheusSink:
 
     component = "prometheus"
 
-    def __init__(self, registry: CollectorRegistry, *, max_label_values: int = 200) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        max_label_values: int = 200,
+        max_series: int = 2000,
+        attribution_labels: tuple[str, ...] = (),
+    ) -> None:
+        """`max_label_values` caps each client-fed label; `max_series` caps each per-request family's
+        label sets (later ones fold into `other`); `attribution_labels` are the attribution
+        headers (by name) that also become labels of requests, tokens and cost."""
         # Client-fed label values are bounded: later new values become `other`.
         self.models = LabelGuard(max_label_values)
         self.tenants = LabelGuard(max_label_values)
         self.reasons = LabelGuard(max_label_values)
+        self.attribution_labels = attribution_labels
+        self.attributions = {name: LabelGuard(max_label_values) for name in attribution_labels}
+        who = attribution_labels  # the "who spent what" families carry them
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series only double the output
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
@@ -34,7 +51,7 @@ class PrometheusSink:
         self.requests = counter(
             n.REQUESTS,
             "Proxied requests.",
-            ("endpoint", "model", "tenant", "stream", "status_code", "outcome", "upstream"),
+            ("endpoint", "model", "tenant", "stream", "status_code", "outcome", "upstream", *who),
         )
         self.in_flight = Gauge(
             n.REQUESTS_IN_FLIGHT,
@@ -65,7 +82,7 @@ class PrometheusSink:
             n.TOKENS,
             "Tokens as the upstream reported them; cache_* and input_* are part of input, reasoning and "
             "output_* of output.",
-            ("endpoint", "model", "tenant", "type", "upstream"),
+            ("endpoint", "model", "tenant", "type", "upstream", *who),
         )
         self.audio_seconds = counter(
             n.AUDIO_SECONDS,
@@ -84,7 +101,7 @@ class PrometheusSink:
         self.finish_reasons = counter(
             n.FINISH_REASONS, "Finish reasons, one per choice.", ("endpoint", "model", "reason")
         )
-        self.cost = counter(n.COST_USD, "Cost in US dollars of priced requests.", ("model", "tenant", "upstream"))
+        self.cost = counter(n.COST_USD, "Cost in US dollars of priced requests.", ("model", "tenant", "upstream", *who))
         self.unpriced = counter(n.UNPRICED_REQUESTS, "Requests with usage that no price covers.", ("model",))
         self.usage_missing = counter(n.USAGE_MISSING, "Successful requests whose response carried no usage.", em)
         self.overhead = histogram(
@@ -129,9 +146,23 @@ class PrometheusSink:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.label_overflow = counter(
+            n.LABEL_OVERFLOW,
+            "Observations recorded under `other` because their metric had used its series budget.",
+            ("metric",),
+        )
         self._in_flight = {endpoint: self.in_flight.labels(endpoint) for endpoint in n.ENDPOINTS}
-        self._requests: dict[tuple[Any, ...], Any] = {}
-        self._bound: dict[tuple[str, str, str, bool, str], _Series] = {}
+        self._warned: set[str] = set()
+        self.labels = {**_LABELS, **{m: (*_LABELS[m], *who) for m in _WHO}}
+        foldable = frozenset({"model", "tenant", *who})
+        self.families = {
+            metric: Family(
+                getattr(self, metric)._name, getattr(self, metric), names,
+                foldable | ({"extra"} if metric in _FOLDED_EXTRA else frozenset()), max_series, self._folded,
+            )
+            for metric, names in {**self.labels, "requests": _REQUEST_LABELS + who}.items()
+        }  # fmt: skip
+        self._bound: dict[tuple[str, str, str, bool, str, tuple[str, ...]], _Series] = {}
 
     def started(self, endpoint: str) -> None:
         self._gauge(endpoint).inc()
@@ -190,15 +221,12 @@ class PrometheusSink:
         # A request that names no model (Azure, a body we could not read) goes by the served one.
         model = self.models(info.model or obs.response_model)
         tenant = self.tenants(info.tenant)
-        series = self._series(info.endpoint, model, tenant, info.stream, info.upstream)
+        who = tuple(self.attributions[name](info.attribution.get(name)) for name in self.attribution_labels)
+        series = self._series(info.endpoint, model, tenant, info.stream, info.upstream, who)
         exemplar = {"trace_id": obs.trace_id} if obs.trace_id else None
-        key = (info.endpoint, model, tenant, info.stream, obs.status_code, obs.outcome, info.upstream)
-        requests = self._requests.get(key)
-        if requests is None:
-            stream = "true" if info.stream else "false"
-            requests = self._requests[key] = self.requests.labels(
-                info.endpoint, model, tenant, stream, str(obs.status_code), obs.outcome.value, info.upstream
-            )
+        stream = "true" if info.stream else "false"
+        values = (info.endpoint, model, tenant, stream, str(obs.status_code), obs.outcome.value, info.upstream)
+        requests, _ = self.families["requests"].child(values + series.who)
         ops: list[tuple[Any, float, dict[str, str] | None]] = [
             (requests.inc, 1, None),
             (series.get("duration").observe, obs.timings.duration, exemplar),
@@ -244,12 +272,22 @@ class PrometheusSink:
         else:
             ops.append((series.get("cost").inc, float(obs.cost), None))
 
-    def _series(self, endpoint: str, model: str, tenant: str, stream: bool, upstream: str) -> _Series:
-        key = (endpoint, model, tenant, stream, upstream)
+    def _series(
+        self, endpoint: str, model: str, tenant: str, stream: bool, upstream: str, who: tuple[str, ...]
+    ) -> _Series:
+        key = (endpoint, model, tenant, stream, upstream, who)
         series = self._bound.get(key)
         if series is None:
-            series = self._bound[key] = _Series(self, endpoint, model, tenant, stream, upstream)
+            if len(self._bound) >= _SERIES_CACHE:  # clients choose the keys: the cache stays bounded
+                self._bound.clear()
+            series = self._bound[key] = _Series(self, endpoint, model, tenant, stream, upstream, who)
         return series
+
+    def _folded(self, metric: str) -> None:
+        self.label_overflow.labels(metric).inc()
+        if metric not in self._warned:
+            self._warned.add(metric)
+            log.warning("%s used its series budget: new label sets are recorded as `other`", metric)
 
 
 def close_code_label(code: int | None) -> str:
@@ -261,6 +299,12 @@ def close_code_label(code: int | None) -> str:
     if 3000 <= code <= 4999:
         return f"{code // 1000}xxx"
     return "invalid"
+
+
+_SERIES_CACHE = 10_000  # bound label-child caches kept per (endpoint, model, tenant, ...) key
+_REQUEST_LABELS = ("endpoint", "model", "tenant", "stream", "status_code", "outcome", "upstream")
+_WHO = ("tokens", "cost")  # with requests: the families that carry the attribution labels
+_FOLDED_EXTRA = frozenset({"finish_reasons"})  # their own label (the reason) is upstream-fed too
 
 
 # The labels each per-request metric takes, in order; "extra" is the metric's own last label
@@ -284,16 +328,24 @@ _LABELS: dict[str, tuple[str, ...]] = {
 
 
 class _Series:
-    """Label children of one (endpoint, model, tenant, stream, upstream), bound on first use: `.labels()`
-    costs microseconds and a request touches a dozen series. Binding lazily keeps a series
-    from existing before it has data, so an unpriced model never shows a $0 cost series."""
+    """Label children of one (endpoint, model, tenant, stream, upstream, attribution), bound on first
+    use: `.labels()` costs microseconds and a request touches a dozen series. Binding lazily keeps
+    a series from existing before it has data, so an unpriced model never shows a $0 cost series."""
 
-    __slots__ = ("_sink", "_labels", "_children")
+    __slots__ = ("_sink", "_labels", "_children", "who")
 
     def __init__(
-        self, sink: PrometheusSink, endpoint: str, model: str, tenant: str, stream: bool, upstream: str
+        self,
+        sink: PrometheusSink,
+        endpoint: str,
+        model: str,
+        tenant: str,
+        stream: bool,
+        upstream: str,
+        who: tuple[str, ...],
     ) -> None:
         self._sink = sink
+        self.who = who
         stream_label = "true" if stream else "false"
         self._labels = {
             "endpoint": endpoint,
@@ -301,14 +353,17 @@ class _Series:
             "tenant": tenant,
             "stream": stream_label,
             "upstream": upstream,
+            **dict(zip(sink.attribution_labels, who, strict=True)),
         }
-        self._children: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[str, str], tuple[Any, bool]] = {}
 
     def get(self, metric: str, extra: str = "") -> Any:
         """The child of the sink's `metric` attribute for this series (and `extra`)."""
-        child = self._children.get((metric, extra))
-        if child is None:
+        found = self._children.get((metric, extra))
+        if found is None:
             values = {**self._labels, "extra": extra}
-            labels = [values[name] for name in _LABELS[metric]]
-            child = self._children[(metric, extra)] = getattr(self._sink, metric).labels(*labels)
-        return child
+            labels = tuple(values[name] for name in self._sink.labels[metric])
+            found = self._children[(metric, extra)] = self._sink.families[metric].child(labels)
+        elif found[1]:
+            self._sink._folded(self._sink.families[metric].name)
+        return found[0]
