@@ -70,9 +70,27 @@ def test_bad_price_file_fails_at_start(tmp_path: Path) -> None:
 def test_demo_runs_and_prints_a_summary_from_metrics() -> None:
     result = run("demo", "--duration", "3", timeout=90, env={"COLUMNS": "160"})
     assert result.returncode == 0, result.stderr
-    for heading in ("Requests by model", "Tokens", "Latency by model", "Finish reasons"):
+    for heading in (
+        "Requests by model and endpoint",
+        "Requests and cost by upstream",
+        "Tokens",
+        "Images, audio",
+        "WebSocket sessions",
+        "Latency by model",
+        "Finish reasons",
+    ):
         assert heading in result.stdout
     assert "gpt-4o-mini" in result.stdout and "tool_calls" in result.stdout and "unpriced" in result.stdout
+    # Anthropic through its route, Realtime, images and audio: each a row of the summary.
+    lines = [line.split() for line in result.stdout.splitlines()]
+
+    def row(*cells: str) -> bool:
+        return any(line[: len(cells)] == list(cells) for line in lines)
+
+    assert row("claude-sonnet-4-6", "messages") and row("/anthropic", "anthropic", "127.0.0.1")
+    assert row("gpt-realtime", "realtime") and row("realtime", "1000", "completed")
+    assert row("gpt-image-1", "images_generations") and row("whisper-1", "audio_transcriptions")
+    assert row("tts-1", "audio_speech") and row("end_turn")
 
 
 def test_admin_routes_on_their_own_port_behind_a_token(upstream: ServerThread) -> None:

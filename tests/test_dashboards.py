@@ -49,23 +49,32 @@ def all_exprs() -> list[str]:
     return [q.expr for name, model in DASHBOARDS.items() for q in panel_queries(name, model)]
 
 
-def selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
-    """(series, {label: 'op value'}) for every series an expression reads."""
+# An info gauge joined only for its labels: `* on (upstream) group_left(provider) <one per upstream>`.
+JOINED_INFO = re.compile(r"group_left\([\w, ]+\) topk by \(\w+\) \(1, max by \([\w, ]+\) \([^()]*\)\)")
+
+
+def selectors(expr: str) -> list[tuple[str, dict[str, list[str]]]]:
+    """(series, {label: ['op value', ...]}) for every series an expression reads.
+
+    A label may have two matchers: a filter, and the value a panel is about (`endpoint="realtime"`).
+    """
     found = []
     for series, body in SELECTOR.findall(expr):
-        matchers = {label: f"{op}{value}" for label, op, value in MATCHER.findall(body)}
+        matchers: dict[str, list[str]] = {}
+        for label, op, value in MATCHER.findall(body):
+            matchers.setdefault(label, []).append(f"{op}{value}")
         found.append((series, matchers))
     return found
 
 
 def unfiltered(panel: dict[str, Any]) -> set[str]:
-    """The filters that some selector of a panel does not apply."""
+    """The filters that some selector of a panel does not apply (info gauges joined for labels aside)."""
     return {
         f
         for t in panel["targets"]
-        for _, matchers in selectors(t["expr"])
+        for _, matchers in selectors(JOINED_INFO.sub("", t["expr"]))
         for f in FILTERS
-        if matchers.get(f) != f"=~${f}"
+        if f"=~${f}" not in matchers.get(f, [])
     }
 
 
@@ -157,7 +166,7 @@ def test_every_dashboard_has_datasource_then_the_chained_filter_variables(filena
         ((series, matchers),) = selectors(match.group(1))
         metric = BY_SERIES[series]
         # Chained: a variable's values depend on every earlier filter its source metric carries.
-        assert matchers == {f: f"=~${f}" for f in FILTERS[:i] if metric.has(f)}, variable["query"]
+        assert matchers == {f: [f"=~${f}"] for f in FILTERS[:i] if metric.has(f)}, variable["query"]
 
 
 @pytest.mark.parametrize(("filename", "panel"), all_panels(), ids=PANEL_IDS)
@@ -168,10 +177,13 @@ def test_every_query_applies_exactly_the_filters_its_metric_carries(filename: st
         for series, matchers in found:
             metric = BY_SERIES[series]
             for f in FILTERS:
-                applied = matchers.get(f) == f"=~${f}"
+                applied = f"=~${f}" in matchers.get(f, [])
                 assert applied == metric.has(f), f"{series}: filter {f} {'missing' if not applied else 'wrong'}"
-            for label, matcher in matchers.items():
-                assert "$" not in matcher or matcher == f"=~${label}", f"{series}: {label}{matcher}"
+            for label, found in matchers.items():
+                for matcher in found:
+                    assert "$" not in matcher or matcher == f"=~${label}", f"{series}: {label}{matcher}"
+                # A second matcher on a filtered label narrows within the filter: a fixed value.
+                assert len(found) == 1 or (label in FILTERS and len(found) == 2), f"{series}: {label} {found}"
 
 
 @pytest.mark.parametrize("filename", sorted(DASHBOARDS))
@@ -334,6 +346,60 @@ def test_overview_answers_the_five_questions() -> None:
         n.TELEMETRY_ERRORS,  # health
     ):
         assert needle in text, needle
+
+
+def test_overview_shows_upstreams_media_and_realtime() -> None:
+    rows = [p["title"] for p in DASHBOARDS["overview.json"]["panels"] if p["type"] == "row"]
+    assert {"Providers and upstreams", "Media", "Realtime and WebSockets"} <= set(rows)
+    text = dashboard_text("overview.json")
+    for needle in (
+        "sum by (endpoint) (rate(llmobs_requests_total{",  # the new endpoint values
+        "group_left(provider)",  # upstreams named by provider
+        f"sum by (model) (rate({n.total(n.IMAGES)}",
+        f"sum by (model) (rate({n.total(n.AUDIO_SECONDS)}",
+        'type="input_audio"',
+        'type="output_image"',
+        f"sum by (endpoint) ({n.SESSIONS_OPEN}",
+        f"sum by (close_code, outcome) (rate({n.total(n.SESSIONS)}",
+        n.SESSION_DURATION + "_bucket",
+        f"sum by (direction) (rate({n.total(n.FRAMES)}",
+        f"sum by (direction) (rate({n.total(n.FRAME_BYTES)}",
+        'endpoint="realtime"',
+    ):
+        assert needle in text, needle
+
+
+def test_the_provider_join_takes_one_info_series_per_upstream_across_replicas() -> None:
+    joins = [e for e in all_exprs() if "group_left" in e]
+    assert joins
+    for expr in joins:
+        # Every replica exports llmobs_upstream_info: reduced to one series per upstream before
+        # group_left, else two replicas make "many-to-many matching not allowed".
+        for join in re.findall(r"group_left\([\w, ]+\) (.+?\)\))", expr):
+            assert re.match(rf"topk by \(upstream\) \(1, max by \(upstream, [\w, ]+\) \({n.UPSTREAM_INFO}\{{", join), (
+                join
+            )
+        assert " or on (upstream) " in expr, "an upstream without info would vanish"
+
+
+# Token types that are parts of another (README "Prometheus metrics"): adding them double-counts.
+PARTS = {"cache_read", "cache_write", "reasoning", "input_audio", "input_image", "output_audio", "output_image"}
+
+
+@pytest.mark.parametrize(("filename", "panel"), all_panels(), ids=PANEL_IDS)
+def test_no_stacked_or_pie_panel_adds_token_types_that_are_parts_of_others(
+    filename: str, panel: dict[str, Any]
+) -> None:
+    stacked = panel["fieldConfig"]["defaults"].get("custom", {}).get("stacking", {}).get("mode", "none") != "none"
+    if not (stacked or panel["type"] == "piechart"):
+        return
+    for target in panel["targets"]:
+        for series, matchers in selectors(target["expr"]):
+            if series != n.total(n.TOKENS):
+                continue
+            by_type = re.search(r"by \([\w, ]*\btype\b", target["expr"])
+            types = {t for m in matchers.get("type", []) for t in re.sub(r"^=~?", "", m).split("|")}
+            assert not by_type or (types and not types & PARTS), f"{panel['title']}: {target['expr']}"
 
 
 def test_tenant_dashboard_shows_spend_top_models_tokens_errors_and_unpriced() -> None:

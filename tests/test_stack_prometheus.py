@@ -4,8 +4,14 @@ Prometheus runs with the repository's scrape config (retargeted to the proxies u
 interval) and rule files. Two proxies in front of one simulator are scraped as two jobs, so
 `job` and `instance` have two values each. Traffic comes from the demo's own load generator on
 both, plus an `audit` tenant whose every response shows its usage (totals are checked against
-the client), plus a `drill` mix: every kind of request for one model and tenant, so that a
-dashboard filtered down to one value of every variable still has data in every panel.
+the client), plus drill mixes for one tenant: every kind of request for one model of each API
+(chat, Anthropic messages, images, transcriptions, Realtime), so that a dashboard filtered down
+to one value of every variable still has data in every panel about that API.
+
+The primary proxy has two routes besides its default upstream: `/openai` (the drill mixes of the
+OpenAI APIs) and `/anthropic` (Anthropic's SDK). The default upstream's `upstream` label is
+empty, which a Grafana variable cannot offer as a value (only All includes it), so every drill
+mix goes through a route whose prefix can be picked.
 """
 
 from __future__ import annotations
@@ -20,16 +26,19 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from llmobs.app import LLMObs, create_app
-from llmobs.config import Settings
+from llmobs.config import Route, Settings
 from llmobs.dashboards import FILTERS, PanelQuery, build_dashboards, panel_queries
 from llmobs.sim import SimConfig
 from llmobs.sim import create_app as create_simulator
+from llmobs.sim.openai_media import AUDIO_BYTES_PER_SECOND
+from llmobs.sim.openai_realtime import SILENCE
 from prometheus_server import (
     ROOT,
     Prometheus,
@@ -53,9 +62,29 @@ RATE_INTERVAL = "5s"  # Grafana's floor is 4 x the scrape interval (1 s here)
 TRAFFIC_SECONDS = 6.0
 # Panels that may rightly be empty after healthy traffic (titles without the "· all ..." marker).
 MAY_BE_EMPTY = {"Telemetry errors / s by component"}
-# One value of every filter, each a strict subset of the traffic. The drill mix gives this
-# model and tenant every request kind; the instance is the primary proxy's, known at start-up.
-DRILL = {"job": "llmobs", "endpoint": "chat_completions", "model": "sim-reasoning", "tenant": "acme"}
+OPENAI_ROUTE, ANTHROPIC_ROUTE = "/openai", "/anthropic"
+CLAUDE = "claude-sonnet-4-6"
+# One value of every filter but job and instance (the primary proxy, known at start-up) per drill
+# mix, each a strict subset of the traffic: the drill mixes give their model and tenant every
+# request kind of their API.
+DRILL = {
+    "job": "llmobs",
+    "upstream": OPENAI_ROUTE,
+    "endpoint": "chat_completions",
+    "model": "sim-reasoning",
+    "tenant": "acme",
+}
+SELECTIONS = {
+    "chat": DRILL,
+    "messages": {**DRILL, "upstream": ANTHROPIC_ROUTE, "endpoint": "messages", "model": CLAUDE},
+    "images": {**DRILL, "endpoint": "images_generations", "model": "gpt-image-1"},
+    "audio": {**DRILL, "endpoint": "audio_transcriptions", "model": "whisper-1"},
+    "realtime": {**DRILL, "endpoint": "realtime", "model": "gpt-realtime"},
+}
+# Text APIs: every panel outside the rows about media and Realtime has data for each of them.
+TEXT_SELECTIONS = ("chat", "messages")
+# Rows about one kind of API: each of their panels has data for some selection.
+API_ROWS = {"Media", "Realtime and WebSockets", "Media and Realtime"}
 Usage = dict[str, float]
 
 
@@ -135,6 +164,102 @@ async def drill(api: openai.AsyncOpenAI) -> None:
         await chat.create(model=model, messages=LOADGEN.PROMPT, max_tokens=-1, extra_headers=headers)
 
 
+ASK: list[Any] = [{"role": "user", "content": "what is the weather"}]
+CACHED_SYSTEM: list[Any] = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
+WEATHER_TOOL: list[Any] = [{"name": "weather", "input_schema": {"type": "object", "properties": {}}}]
+WAV = bytes(AUDIO_BYTES_PER_SECOND * 3 // 2)  # 1.5 s of silence, as the simulator counts it
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(2000)  # what an edit uploads; the simulator counts its bytes
+
+
+async def messages_drill(api: anthropic.AsyncAnthropic) -> None:
+    """Every Messages request kind for the messages selection: a thinking stream (TTFT, reasoning),
+    a prompt-cache read, a max_tokens cut, a tool call, and an upstream 400."""
+    model, headers = CLAUDE, {LOADGEN.TENANT_HEADER: DRILL["tenant"]}
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    async with api.messages.stream(
+        model=model, max_tokens=2048, thinking=thinking, messages=ASK, extra_headers=headers
+    ) as stream:
+        async for _ in stream:
+            pass
+    async with api.messages.stream(model=model, max_tokens=3, messages=ASK, extra_headers=headers) as stream:
+        async for _ in stream:
+            pass
+    await api.messages.create(
+        model=model, max_tokens=64, system=CACHED_SYSTEM, messages=ASK, extra_headers={**headers, "x-sim-cache": "read"}
+    )
+    await api.messages.create(model=model, max_tokens=64, tools=WEATHER_TOOL, messages=ASK, extra_headers=headers)
+    with pytest.raises(anthropic.BadRequestError):  # the simulator refuses a thinking budget under 1024
+        await api.messages.create(
+            model=model,
+            max_tokens=64,
+            thinking={"type": "enabled", "budget_tokens": 10},
+            messages=ASK,
+            extra_headers=headers,
+        )
+
+
+async def media(api: openai.AsyncOpenAI) -> None:
+    """Images (generated and edited), transcriptions (billed seconds and tokens), speech and a moderation."""
+    headers = {LOADGEN.TENANT_HEADER: DRILL["tenant"]}
+    await api.images.generate(model="gpt-image-1", prompt="a red cat", quality="low", extra_headers=headers)
+    await api.images.edit(
+        model="gpt-image-1", image=("cat.png", PNG, "image/png"), prompt="blue", extra_headers=headers
+    )
+    for model in ("whisper-1", "gpt-4o-transcribe"):
+        await api.audio.transcriptions.create(model=model, file=("a.wav", WAV, "audio/wav"), extra_headers=headers)
+    async with api.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input="Hello there.", extra_headers=headers
+    ) as speech:
+        await speech.read()
+    await api.moderations.create(input="a kind word", extra_headers=headers)
+
+
+async def realtime(api: openai.AsyncOpenAI) -> None:
+    """One Realtime session: spoken input, one spoken answer, a normal close."""
+    headers = {LOADGEN.TENANT_HEADER: DRILL["tenant"]}
+    async with api.realtime.connect(model="gpt-realtime", extra_headers=headers) as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.input_audio_buffer.append(audio=SILENCE * 3)
+        await conn.input_audio_buffer.commit()
+        await conn.response.create(response={"output_modalities": ["audio"]})
+        async for event in conn:
+            if event.type == "response.done":
+                break
+
+
+class Drills:
+    """The drill mixes, each through its SDK and the primary proxy's route for its API."""
+
+    def __init__(self, proxy_url: str) -> None:
+        self.openai = LOADGEN.client(proxy_url + OPENAI_ROUTE)
+        self.anthropic = anthropic.AsyncAnthropic(
+            base_url=proxy_url + ANTHROPIC_ROUTE, api_key="demo-key", max_retries=0, timeout=60
+        )
+        self.mixes = [
+            lambda: drill(self.openai),
+            lambda: messages_drill(self.anthropic),
+            lambda: media(self.openai),
+            lambda: realtime(self.openai),
+        ]
+
+    async def once(self) -> None:
+        for mix in self.mixes:
+            await mix()
+
+    async def until(self, deadline: float) -> None:
+        """Every mix over and over, side by side, until `deadline`."""
+
+        async def repeat(mix: Any) -> None:
+            while time.monotonic() < deadline:
+                await mix()
+
+        await asyncio.gather(*(repeat(mix) for mix in self.mixes))
+
+    async def close(self) -> None:
+        await self.openai.close()
+        await self.anthropic.close()
+
+
 async def warm_up(base_url: str, totals: Usage) -> None:
     """Every scenario once per tenant, so every series exists before the measured window.
 
@@ -147,8 +272,10 @@ async def warm_up(base_url: str, totals: Usage) -> None:
             await LOADGEN.run_one(api, scenario, tenant)
     await faults(api)
     await audited(api, totals)
-    await drill(api)
     await api.close()
+    drills = Drills(base_url.removesuffix("/v1"))
+    await drills.once()
+    await drills.close()
 
 
 async def warm_up_canary(base_url: str) -> None:
@@ -161,8 +288,8 @@ async def warm_up_canary(base_url: str) -> None:
 
 
 async def measured(base_url: str, canary_url: str, totals: Usage) -> None:
-    """The demo's random mix for a few seconds on both proxies, alongside steady audited and
-    drill requests on the primary."""
+    """The demo's random mix for a few seconds on both proxies, alongside steady audited requests
+    and drill mixes on the primary."""
     random.seed(1234)
     api = LOADGEN.client(base_url)
     deadline = time.monotonic() + TRAFFIC_SECONDS
@@ -171,18 +298,16 @@ async def measured(base_url: str, canary_url: str, totals: Usage) -> None:
         while time.monotonic() < deadline:
             await audited(api, totals)
 
-    async def drill_loop() -> None:
-        while time.monotonic() < deadline:
-            await drill(api)
-
+    drills = Drills(base_url.removesuffix("/v1"))
     await asyncio.gather(
         LOADGEN.generate(base_url, 25.0, TRAFFIC_SECONDS),
         LOADGEN.generate(canary_url, 8.0, TRAFFIC_SECONDS),
         audit_loop(),
-        drill_loop(),
+        drills.until(deadline),
         faults(api),
     )
     await api.close()
+    await drills.close()
 
 
 # --- the proxy's own view --------------------------------------------------------------------
@@ -246,8 +371,12 @@ class Stack:
         self.start, self.end = start, end
         self.audit_window, self.audit_all = audit_window, audit_all
         self.tokens_before = tokens_before
-        # Every filter at one value that exists in the data: the primary proxy, the drill mix.
-        self.one = {f: grafana_regex(v) for f, v in {**DRILL, "instance": instances["llmobs"]}.items()}
+        # Every filter at one value that exists in the data: the primary proxy, a drill mix.
+        self.selections = {
+            name: {f: grafana_regex(v) for f, v in {**values, "instance": instances["llmobs"]}.items()}
+            for name, values in SELECTIONS.items()
+        }
+        self.one = self.selections["chat"]
 
     def substitute(self, expr: str, **variables: str) -> str:
         """`expr` as Grafana sends it: intervals filled in, unset filter variables at All (`.*`)."""
@@ -279,10 +408,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     price_file.write_text(PRICE_FILE)
     registries = [CollectorRegistry(), CollectorRegistry()]
     with serve(create_simulator(SimConfig(ttft=0.02, chunk_gap=0.001))) as sim:
+        routes = [
+            Route(prefix=OPENAI_ROUTE, url=sim.url + "/v1", provider="openai"),
+            Route(prefix=ANTHROPIC_ROUTE, url=sim.url, provider="anthropic"),
+        ]
         settings = Settings(upstream_url=sim.url + "/v1", price_file=price_file)
         apps = [
-            create_app(settings, registry=r, tracer_provider=TracerProvider(), otel_from_env=False, strict=True)
-            for r in registries
+            create_app(s, registry=r, tracer_provider=TracerProvider(), otel_from_env=False, strict=True)
+            for s, r in zip((settings.model_copy(update={"routes": routes}), settings), registries, strict=True)
         ]
         with serve(apps[0]) as proxy, serve(apps[1]) as canary:
             instances = {"llmobs": proxy.url.removeprefix("http://"), CANARY_JOB: canary.url.removeprefix("http://")}
@@ -316,7 +449,23 @@ def queries() -> list[PanelQuery]:
     return [q for name, model in DASHBOARDS.items() for q in panel_queries(name, model)]
 
 
-def evaluate_every_panel(stack: Stack, variables: dict[str, str]) -> None:
+def rows(filename: str) -> dict[str, str]:
+    """Panel title (without its marker) -> the title of the row it is in."""
+    found, row = {}, ""
+    for panel in DASHBOARDS[filename]["panels"]:
+        if panel["type"] == "row":
+            row = panel["title"]
+        else:
+            assert base_title(panel["title"]) not in found, panel["title"]
+            found[base_title(panel["title"])] = row
+    return found
+
+
+ROWS = {(filename, title): row for filename in DASHBOARDS for title, row in rows(filename).items()}
+
+
+def panels_with_data(stack: Stack, variables: dict[str, str]) -> dict[tuple[str, str], bool]:
+    """(dashboard, panel) -> whether any of its queries returned a number; every query must evaluate."""
     errors, data = [], {}
     for q in queries():
         try:
@@ -327,20 +476,38 @@ def evaluate_every_panel(stack: Stack, variables: dict[str, str]) -> None:
         key = (q.dashboard, base_title(q.panel))
         data[key] = data.get(key, False) or has_values(result)
     assert not errors, "\n".join(errors)
-    empty = {
+    return data
+
+
+def empty(data: dict[tuple[str, str], bool]) -> set[str]:
+    return {
         f"{dashboard}: {panel}" for (dashboard, panel), has in data.items() if not has and panel not in MAY_BE_EMPTY
     }
-    assert not empty, f"panels without data: {sorted(empty)}"
 
 
 def test_every_panel_of_every_dashboard_has_data_with_the_filters_at_all(stack: Stack) -> None:
     assert {q.dashboard for q in queries()} == {"overview.json", "model.json", "tenant.json"}
-    evaluate_every_panel(stack, ALL)
+    missing = empty(panels_with_data(stack, ALL))
+    assert not missing, f"panels without data: {sorted(missing)}"
 
 
-def test_every_panel_of_every_dashboard_has_data_with_every_filter_at_one_value(stack: Stack) -> None:
-    assert set(stack.one) == set(FILTERS)
-    evaluate_every_panel(stack, stack.one)
+@pytest.mark.parametrize("selection", TEXT_SELECTIONS)
+def test_every_panel_has_data_with_every_filter_at_one_value_of_a_text_api(stack: Stack, selection: str) -> None:
+    variables = stack.selections[selection]
+    assert set(variables) == set(FILTERS)
+    data = panels_with_data(stack, variables)
+    missing = empty({key: has for key, has in data.items() if ROWS[key] not in API_ROWS})
+    assert not missing, f"panels without data: {sorted(missing)}"
+
+
+def test_every_media_and_realtime_panel_has_data_with_every_filter_at_one_value(stack: Stack) -> None:
+    assert all(set(v) == set(FILTERS) for v in stack.selections.values())
+    found: dict[tuple[str, str], bool] = {}
+    for variables in stack.selections.values():
+        for key, has in panels_with_data(stack, variables).items():
+            found[key] = found.get(key, False) or has
+    missing = empty({key: has for key, has in found.items() if ROWS[key] in API_ROWS})
+    assert not missing, f"panels without data for any one value of every filter: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("label", FILTERS)
@@ -366,16 +533,21 @@ def variable_values(stack: Stack, filename: str, name: str, **variables: str) ->
 def test_template_variable_queries_return_the_traffic_labels(stack: Stack, filename: str) -> None:
     assert variable_values(stack, filename, "job") == {"llmobs", CANARY_JOB}
     assert variable_values(stack, filename, "instance") == set(stack.instances.values())
-    assert {"sim-model", "sim-reasoning", "sim-embedding"} <= variable_values(stack, filename, "model")
-    assert {"chat_completions", "completions", "embeddings", "responses"} <= variable_values(
-        stack, filename, "endpoint"
-    )
+    # The default upstream's label is empty: Prometheus has no such value, only All matches it.
+    assert variable_values(stack, filename, "upstream") == {OPENAI_ROUTE, ANTHROPIC_ROUTE}
+    models = {"sim-model", "sim-reasoning", "sim-embedding", CLAUDE, "gpt-image-1", "whisper-1", "gpt-realtime"}
+    assert models <= variable_values(stack, filename, "model")
+    endpoints = {"chat_completions", "completions", "embeddings", "responses", "messages", "realtime"}
+    endpoints |= {"images_generations", "images_edits", "audio_transcriptions", "audio_speech", "moderations"}
+    assert endpoints <= variable_values(stack, filename, "endpoint")
     assert {"acme", "globex", "initech", AUDIT} <= variable_values(stack, filename, "tenant")
 
 
 def test_variables_chain_instance_on_job_and_model_on_endpoint(stack: Stack) -> None:
     canary = variable_values(stack, "overview.json", "instance", job=CANARY_JOB)
     assert canary == {stack.instances[CANARY_JOB]}
+    assert variable_values(stack, "overview.json", "upstream", job=CANARY_JOB) == set()  # no routes there
+    assert variable_values(stack, "overview.json", "endpoint", upstream=ANTHROPIC_ROUTE) == {"messages"}
     embedding = variable_values(stack, "overview.json", "model", endpoint="embeddings")
     assert embedding == {"sim-embedding"}
     # The audit tenant only uses the primary proxy.
@@ -411,6 +583,48 @@ def test_finish_reasons_and_failures_show_the_traffic_mix(stack: Stack) -> None:
     assert {"stop", "length", "tool_calls"} <= reasons
     outcomes = {s["metric"]["outcome"] for s in stack.prom.query("sum by (outcome) (llmobs_requests_total)")}
     assert {"completed", "upstream_error", "stream_interrupted"} <= outcomes
+
+
+def panel_series(stack: Stack, filename: str, title: str, **variables: str) -> list[dict[str, Any]]:
+    """The series of every query of one panel."""
+    found = [q for q in panel_queries(filename, DASHBOARDS[filename]) if base_title(q.panel) == title]
+    assert found, title
+    return [series for q in found for series in stack.run(q, **variables)]
+
+
+def test_upstreams_are_named_with_their_provider_once_across_replicas(stack: Stack) -> None:
+    # Both proxies export the default upstream's info: the join still finds one provider per upstream.
+    assert len(stack.prom.query('llmobs_upstream_info{upstream=""}')) == 2
+    for title in ("Requests / s by upstream", "Cost burn by upstream ($/h)"):
+        series = panel_series(stack, "overview.json", title)
+        named = [(s["metric"].get("upstream"), s["metric"].get("provider")) for s in series]
+        assert sorted(named, key=str) == [("(default)", None), (ANTHROPIC_ROUTE, "anthropic"), (OPENAI_ROUTE, "openai")]
+    # The table's requests and cost columns: one row per upstream, with its provider and host.
+    cells = [s["metric"] for s in panel_series(stack, "overview.json", "Upstreams (range)")]
+    assert len(cells) == 2 * 3
+    for cell in cells:
+        providers = {"(default)": None, ANTHROPIC_ROUTE: "anthropic", OPENAI_ROUTE: "openai"}
+        assert cell.get("provider") == providers[cell["upstream"]] and cell["host"] == "127.0.0.1"
+
+
+def test_realtime_and_media_panels_show_the_sessions_and_media_sent(stack: Stack) -> None:
+    closed = panel_series(stack, "overview.json", "Sessions / s by close code and outcome")
+    assert {(s["metric"]["close_code"], s["metric"]["outcome"]) for s in closed} == {("1000", "completed")}
+    directions = panel_series(stack, "overview.json", "WebSocket bytes / s each way")
+    assert {s["metric"]["direction"] for s in directions} == {"from_client", "from_upstream"}
+    responses = panel_series(stack, "overview.json", "Realtime responses / s by model")
+    assert {s["metric"]["model"] for s in responses} == {"gpt-realtime"}
+    shares = {
+        s["metric"]["model"]
+        for s in panel_series(stack, "overview.json", "Audio and image share of tokens by model")
+        if has_values([s])
+    }
+    # Only models that report audio or image tokens have a share; text models do not dilute it.
+    assert shares == {"gpt-realtime", "gpt-image-1", "gpt-4o-transcribe"}
+    images = panel_series(stack, "overview.json", "Images / s by model")
+    assert {s["metric"]["model"] for s in images} == {"gpt-image-1"}
+    audio = panel_series(stack, "overview.json", "Audio seconds / s by model")
+    assert {s["metric"]["model"] for s in audio} == {"whisper-1"}
 
 
 def test_latency_exemplars_carry_trace_ids(stack: Stack) -> None:

@@ -6,12 +6,22 @@ from grafana_foundation_sdk.builders import prometheus as prom
 
 from llmobs.dashboards import metrics as mt
 from llmobs.dashboards.metrics import Metric
-from llmobs.dashboards.panels import Steps, query
-from llmobs.dashboards.promql import RANGE, RATE, increase_sum, per_hour, quantile, rate_sum, share
+from llmobs.dashboards.panels import Steps, legend, query
+from llmobs.dashboards.promql import RANGE, RATE, increase_sum, per_hour, quantile, rate_sum, ratio, share
 
 # Outcomes that mean the upstream side failed (the `outcome` label; see llmobs.records.Outcome).
 UPSTREAM_FAILED = 'outcome=~"upstream_error|upstream_unreachable|upstream_timeout|stream_interrupted"'
 IO_TOKENS = 'type=~"input|output"'
+REALTIME = 'endpoint="realtime"'  # one Realtime response.done each; the session is in llmobs_websocket_*
+MEDIA = 'endpoint=~"images_.+|audio_.+|moderations"'
+# Token types that are parts of a whole (README "Prometheus metrics"): shown as shares of it,
+# never added to it. cache_* and reasoning have panels of their own; these are the media ones.
+MEDIA_PARTS = (
+    ("input_audio", "input"),
+    ("input_image", "input"),
+    ("output_audio", "output"),
+    ("output_image", "output"),
+)
 
 RATIO_STEPS: Steps = ((None, "green"), (0.05, "yellow"), (0.2, "red"))
 ERROR_STEPS: Steps = ((None, "green"), (0.01, "yellow"), (0.05, "red"))
@@ -45,6 +55,11 @@ def token_share(part: str, whole: str, by: str = "", window: str = RATE) -> str:
     return share(tokens(part, by, window), tokens(whole, by, window))
 
 
+def reported_share(part: str, whole: str, by: str = "") -> str:
+    """part / whole tokens only where `part` was reported: absent, not 0, for models that never do."""
+    return ratio(tokens(part, by), tokens(whole, by))
+
+
 def finish_share(reason: str, by: str = "") -> str:
     """Share of choices that stopped for `reason`."""
     return share(rate_sum(mt.FINISH_REASONS, by, f'reason="{reason}"'), rate_sum(mt.FINISH_REASONS, by))
@@ -60,7 +75,11 @@ def cost(by: str = "") -> str:
     return increase_sum(mt.COST_USD, by, window=RANGE)
 
 
-def percentiles(histogram: Metric, qs: tuple[float, ...], by: str = "", exemplar: bool = False) -> list[prom.Dataquery]:
+def percentiles(
+    histogram: Metric, qs: tuple[float, ...], by: str = "", *matchers: str, exemplar: bool = False
+) -> list[prom.Dataquery]:
     """One target per quantile, legend `p95` (then the `by` labels)."""
-    keys = " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(",") if label.strip())
-    return [query(quantile(q, histogram, by), f"p{round(q * 100)} {keys}".strip(), exemplar=exemplar) for q in qs]
+    return [
+        query(quantile(q, histogram, by, *matchers), f"p{round(q * 100)} {legend(by)}".strip(), exemplar=exemplar)
+        for q in qs
+    ]

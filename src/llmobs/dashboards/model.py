@@ -1,9 +1,10 @@
-"""The model drill-down: one model (or a few) in depth, latency, tokens, finish reasons and cost."""
+"""The model drill-down: one model (or a few) in depth: latency, tokens, finish reasons, media, Realtime, cost."""
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
+from llmobs.dashboards import media, realtime
 from llmobs.dashboards import metrics as mt
 from llmobs.dashboards.measures import (
     ERROR_STEPS,
@@ -161,7 +162,8 @@ def tokens() -> list[Panel]:
     return [
         ts(
             "Tokens / s by type",
-            "Reported token throughput; cache_* are part of input, reasoning part of output.",
+            "Reported token throughput per type; cache_*, input_audio and input_image are part of input, "
+            "reasoning, output_audio and output_image part of output: overlapping lines, not stacked.",
             TOK_S,
             query(rate_sum(mt.TOKENS, "type"), "{{type}}"),
             size=(8, 8),
@@ -252,12 +254,24 @@ def by_tenant() -> list[Panel]:
     ]
 
 
+def media_and_realtime() -> list[Panel]:
+    """Images and audio by endpoint, media token shares, Realtime responses and their TTFT."""
+    return [
+        media.images("endpoint", size=(6, 8)),
+        media.audio("endpoint", size=(6, 8)),
+        media.token_shares(size=(12, 8)),
+        realtime.responses("outcome", size=(12, 8)),
+        realtime.ttft(size=(12, 8)),
+    ]
+
+
 def model_drilldown() -> db.Dashboard:
-    """One model (or a few) in depth, filtered by job, instance, endpoint, model and tenant."""
+    """One model (or a few) in depth, filtered by job, instance, upstream, endpoint, model and tenant."""
     dash = dashboard(
         MODEL_UID,
         "llmobs / Model drill-down",
-        "One model in depth: latency percentiles and distributions, tokens, finish reasons and cost.",
+        "One model in depth: latency percentiles and distributions, tokens, finish reasons, images, audio, "
+        "Realtime responses and cost.",
     )
     return with_rows(
         dash,
@@ -267,6 +281,7 @@ def model_drilldown() -> db.Dashboard:
             ("Latency", latency()),
             ("Tokens", tokens()),
             ("Why generations stop", finish()),
+            ("Media and Realtime", media_and_realtime()),
             ("Cost by tenant", by_tenant()),
         ],
     )

@@ -1,9 +1,13 @@
-"""The overview: traffic, speed, finish reasons, cost and proxy health at a glance (the home dashboard)."""
+"""The overview: traffic, upstreams, speed, finish reasons, cost, media, Realtime and proxy health at a glance.
+
+The home dashboard.
+"""
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
+from llmobs.dashboards import media
 from llmobs.dashboards import metrics as mt
 from llmobs.dashboards.measures import (
     ERROR_STEPS,
@@ -32,6 +36,8 @@ from llmobs.dashboards.panels import (
     with_rows,
 )
 from llmobs.dashboards.promql import count, gauge_sum, increase_sum, or_zero, quantile, rate_sum, topk
+from llmobs.dashboards.realtime import realtime_panels
+from llmobs.dashboards.upstreams import upstream_panels
 
 
 def glance() -> list[Panel]:
@@ -83,7 +89,7 @@ def glance() -> list[Panel]:
 
 
 def traffic() -> list[Panel]:
-    """Who sends what: requests by model and tenant, tokens by type."""
+    """Who sends what: requests by model, tenant and endpoint, tokens by type."""
     return [
         ts(
             "Requests / s by model",
@@ -92,6 +98,7 @@ def traffic() -> list[Panel]:
             "reqps",
             query(rate_sum(mt.REQUESTS, "model"), "{{model}}"),
             stacked=True,
+            size=(8, 8),
         ),
         ts(
             "Requests / s by tenant",
@@ -100,12 +107,25 @@ def traffic() -> list[Panel]:
             "reqps",
             query(rate_sum(mt.REQUESTS, "tenant"), "{{tenant}}"),
             stacked=True,
+            size=(8, 8),
+        ),
+        ts(
+            "Requests / s by endpoint",
+            "Request rate per API endpoint: OpenAI text, media and realtime (one per Realtime response), "
+            "Anthropic messages, and other for unknown paths.",
+            "reqps",
+            query(rate_sum(mt.REQUESTS, "endpoint"), "{{endpoint}}"),
+            stacked=True,
+            size=(8, 8),
         ),
         ts(
             "Tokens / s by type",
-            "Reported token throughput. cache_read and cache_write are part of input; reasoning is part of output.",
+            "Reported token throughput per type. cache_read, cache_write, input_audio and input_image are part "
+            "of input; reasoning, output_audio and output_image are part of output: the lines overlap, so they "
+            "are not stacked.",
             TOK_S,
             query(rate_sum(mt.TOKENS, "type"), "{{type}}"),
+            size=(16, 8),
         ),
         bars(
             "Top tenants by tokens (range)",
@@ -334,21 +354,35 @@ def health() -> list[Panel]:
     ]
 
 
+def media_row() -> list[Panel]:
+    """Images and audio by model, the media endpoints, media token shares."""
+    return [
+        media.images("model", size=(6, 8)),
+        media.audio("model", size=(6, 8)),
+        media.media_requests(size=(6, 8)),
+        media.token_shares(size=(6, 8)),
+    ]
+
+
 def overview() -> db.Dashboard:
-    """Traffic, speed, finish reasons, cost and proxy health at a glance: the home dashboard."""
+    """Traffic, upstreams, speed, finish reasons, cost, media, Realtime and proxy health: the home dashboard."""
     dash = dashboard(
         OVERVIEW_UID,
         "llmobs / Overview",
-        "LLM traffic through llmobs: who, how fast, why it stopped, what it costs, and whether the proxy is healthy.",
+        "LLM traffic through llmobs: who, through which upstream, how fast, why it stopped, what it costs, "
+        "images, audio and Realtime sessions, and whether the proxy is healthy.",
     )
     return with_rows(
         dash,
         [
             ("At a glance", glance()),
             ("Traffic", traffic()),
+            ("Providers and upstreams", upstream_panels()),
             ("Latency", latency()),
             ("Why generations stop", finish()),
             ("Cost and caching", spend()),
+            ("Media", media_row()),
+            ("Realtime and WebSockets", realtime_panels()),
             ("Proxy health", health()),
         ],
     )

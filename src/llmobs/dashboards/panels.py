@@ -24,7 +24,7 @@ from grafana_foundation_sdk.models import prometheus as pm
 
 from llmobs.dashboards import metrics as mt
 from llmobs.dashboards.metrics import Metric, metrics_in
-from llmobs.dashboards.promql import FILTERS, RATE, ignored_filters, increase_sum, selector
+from llmobs.dashboards.promql import FILTERS, RATE, counted, ignored_filters, increase_sum, selector
 
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["llmobs"]
@@ -32,6 +32,8 @@ OVERVIEW_UID = "llmobs-overview"
 MODEL_UID = "llmobs-model"
 TENANT_UID = "llmobs-tenant"
 TOK_S = "suffix: tok/s"
+IMAGES_S = "suffix: images/s"
+AUDIO_S = "suffix: audio s/s"
 # Grafana unit id -> what the number is, for descriptions. A unit missing here fails the build.
 UNITS = {
     "reqps": "requests per second",
@@ -40,7 +42,10 @@ UNITS = {
     "currencyUSD": "US dollars",
     "short": "a plain count",
     "cps": "events per second",
+    "Bps": "bytes per second",
     TOK_S: "tokens per second",
+    IMAGES_S: "images per second",
+    AUDIO_S: "seconds of audio per second of wall-clock time",
 }
 
 Panel = Any  # a grafana-foundation-sdk panel builder; the SDK has no common base for them
@@ -93,6 +98,11 @@ def data_link(drill: Drill, *, table_row: bool) -> db.DashboardLink:
     kept = [f"${{{v}:queryparam}}" for v in ("datasource", *FILTERS) if v != drill.label]
     url = f"/d/{drill.uid}?${{__url_time_range}}&{'&'.join(kept)}&var-{drill.label}=${{{field}:percentencode}}"
     return db.DashboardLink(f"{drill.name}: ${{{field}}}").url(url)
+
+
+def legend(by: str) -> str:
+    """`{{a}} {{b}}`: a legend naming a series by the labels of `by` ("a, b")."""
+    return " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(",") if label.strip())
 
 
 def legend_keys(targets: Iterable[prom.Dataquery]) -> set[str]:
@@ -148,8 +158,10 @@ def decorate(
 
     `row_keys` are the labels a table's rows are keyed by; other panels are keyed by their legends.
     """
-    used = metrics_in(t.build().expr for t in targets)
-    suffix, filters = filter_note(used)
+    exprs = [t.build().expr for t in targets]
+    used = metrics_in(exprs)
+    # A filter that cannot narrow an info gauge joined for its labels narrows nothing: not noted.
+    suffix, filters = filter_note(metrics_in(counted(e) for e in exprs))
     row_keys = set(row_keys)
     keyed = sorted((legend_keys(targets) | row_keys) & set(DRILLS))
     if keyed:
@@ -334,6 +346,14 @@ VARIABLES = {
     for v in (
         Variable("job", "Job", mt.BUILD_INFO, "Prometheus scrape job of the llmobs processes."),
         Variable("instance", "Instance", mt.BUILD_INFO, "One llmobs process (scrape target) of the selected jobs."),
+        Variable(
+            "upstream",
+            "Upstream",
+            mt.REQUESTS,
+            "Route prefix the request went through (llmobs_upstream_info names its provider and host). The "
+            "default upstream has no prefix, so only All includes it. Latency histograms have no upstream "
+            "label: panels say so.",
+        ),
         Variable("endpoint", "Endpoint", mt.REQUESTS, "API endpoint. Cost has no endpoint label: cost panels say so."),
         Variable("model", "Model", mt.REQUESTS, "Requested model, as the client named it."),
         Variable("tenant", "Tenant", mt.REQUESTS, "Tenant. Latency histograms have no tenant label: panels say so."),

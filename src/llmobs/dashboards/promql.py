@@ -1,7 +1,9 @@
 """PromQL for the dashboards: filtered selectors, sums over instances, quantiles and ratios.
 
 Every selector applies every dashboard filter whose label its metric carries, and only those:
-`selector` decides from the metric table, so no query picks its filters by hand.
+`selector` decides from the metric table, so no query picks its filters by hand. A panel about
+one value of a filtered label (Realtime: `endpoint="realtime"`) adds its matcher to the filter's,
+so the filter still narrows it.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from llmobs.dashboards.metrics import Metric
+from llmobs.dashboards.metrics import TARGET_LABELS, Metric
 
 RATE = "$__rate_interval"
 RANGE = "$__range"
 # The filter variables every dashboard has, in the order they chain; each is named after its label.
-FILTERS = ("job", "instance", "endpoint", "model", "tenant")
+FILTERS = ("job", "instance", "upstream", "endpoint", "model", "tenant")
 _MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"')
 
 
@@ -29,10 +31,13 @@ def ignored_filters(metric: Metric) -> list[str]:
 
 
 def selector(metric: Metric, *matchers: str, filters: Sequence[str] = FILTERS) -> str:
-    """`series{...}`: the filters among `filters` that `metric` carries, then `matchers`."""
+    """`series{...}`: the filters among `filters` that `metric` carries, then `matchers`.
+
+    A matcher on a filtered label narrows within the filter (both apply), never replaces it.
+    """
     for matcher in matchers:
         label = _label_of(matcher)
-        if not metric.has(label) or label in FILTERS:
+        if not metric.has(label) or label in TARGET_LABELS:
             raise ValueError(f"{metric.name}: matcher {matcher!r} is on no label of its own")
     parts = [filter_matcher(f) for f in filters if metric.has(f)] + list(matchers)
     return f"{metric.series}{{{', '.join(parts)}}}" if parts else metric.series
@@ -69,9 +74,9 @@ def gauge_sum(metric: Metric, by: str = "", *matchers: str) -> str:
     return f"sum{grouping(metric, by)}({selector(metric, *matchers)})"
 
 
-def count(metric: Metric, *matchers: str) -> str:
-    """How many series of `metric` match (for build_info: how many processes)."""
-    return f"count({selector(metric, *matchers)})"
+def count(metric: Metric, by: str = "", *matchers: str) -> str:
+    """How many series of `metric` match (for an info gauge: how many processes export it)."""
+    return f"count{grouping(metric, by)}({selector(metric, *matchers)})"
 
 
 def quantile(q: float, histogram: Metric, by: str = "", *matchers: str) -> str:
@@ -112,3 +117,28 @@ def or_zero(expr: str) -> str:
 def topk(k: int, expr: str) -> str:
     """The `k` largest series of `expr`."""
     return f"topk({k}, {expr})"
+
+
+def joined(expr: str, info: Metric, on: str, labels: str) -> str:
+    """`expr`, aggregated by `on`, with `labels` copied from the info gauge `info`.
+
+    Every replica exports the info gauge, so it is first reduced to one series per `on` value
+    (`max` across replicas; `topk` keeps one where replicas disagree, as mid-rollout) for
+    `group_left` to match. A series of `expr` with no info (a route just removed) keeps its value.
+    """
+    one = f"topk by ({on}) (1, max{grouping(info, f'{on}, {labels}')}({selector(info)}))"
+    return f"({expr} * on ({on}) group_left({labels}) {one}) or on ({on}) {expr}"
+
+
+# The info side of `joined`: it names series, it does not count anything.
+_JOINED_INFO = re.compile(r" \* on \(\w+\) group_left\([\w, ]+\) topk by \(\w+\) \(1, max by \([\w, ]+\) \([^()]*\)\)")
+
+
+def counted(expr: str) -> str:
+    """`expr` without the info gauges `joined` copies labels from: what its numbers are made of."""
+    return _JOINED_INFO.sub("", expr)
+
+
+def named_empty(expr: str, label: str, name: str) -> str:
+    """`expr` with an empty (absent) `label` shown as `name`: the default upstream has no prefix."""
+    return f'label_replace({expr}, "{label}", "{name}", "{label}", "")'

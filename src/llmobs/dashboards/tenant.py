@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
+from llmobs.dashboards import media, realtime
 from llmobs.dashboards import metrics as mt
 from llmobs.dashboards.measures import (
     ERROR_STEPS,
@@ -162,8 +163,8 @@ def tokens() -> list[Panel]:
     return [
         ts(
             "Tokens / s per tenant by type",
-            "Reported token throughput per tenant and token type. cache_* are part of input, reasoning is "
-            "part of output: do not add them up.",
+            "Reported token throughput per tenant and token type. cache_*, input_audio and input_image are "
+            "part of input; reasoning, output_audio and output_image part of output: do not add them up.",
             TOK_S,
             query(rate_sum(mt.TOKENS, "tenant, type"), "{{tenant}} {{type}}"),
         ),
@@ -212,13 +213,23 @@ def errors() -> list[Panel]:
     ]
 
 
+def media_and_realtime() -> list[Panel]:
+    """Images, audio seconds and Realtime responses per tenant, and media totals per tenant."""
+    return [
+        media.images("tenant"),
+        media.audio("tenant"),
+        realtime.responses("tenant", size=(8, 8)),
+        media.per_tenant(),
+    ]
+
+
 def tenant_dashboard() -> db.Dashboard:
     """Spend, top models, tokens and errors per tenant."""
     dash = dashboard(
         TENANT_UID,
         "llmobs / Tenants",
         "Per-tenant cost: spend over the range and per hour, each tenant's top models, tokens by type, "
-        "requests and upstream errors.",
+        "images, audio and Realtime responses, requests and upstream errors.",
     )
     return with_rows(
         dash,
@@ -228,6 +239,7 @@ def tenant_dashboard() -> db.Dashboard:
             ("Spend", spend()),
             ("Top models", models()),
             ("Tokens", tokens()),
+            ("Media and Realtime", media_and_realtime()),
             ("Requests and errors", errors()),
         ],
     )
