@@ -158,7 +158,8 @@ class PrometheusSink:
         self.families = {
             metric: Family(
                 getattr(self, metric)._name, getattr(self, metric), names,
-                foldable | ({"extra"} if metric in _FOLDED_EXTRA else frozenset()), max_series, self._folded,
+                foldable | ({"extra"} if metric in _FOLDED_EXTRA else frozenset()),
+                label_sets(getattr(self, metric), max_series), self._folded,
             )
             for metric, names in {**self.labels, "requests": _REQUEST_LABELS + who}.items()
         }  # fmt: skip
@@ -288,6 +289,14 @@ class PrometheusSink:
         if metric not in self._warned:
             self._warned.add(metric)
             log.warning("%s used its series budget: new label sets are recorded as `other`", metric)
+
+
+def label_sets(metric: Any, max_series: int) -> int:
+    """How many label sets fit in `max_series` series: a histogram's set is a series per bucket,
+    plus _sum and _count; a counter's, one."""
+    if isinstance(metric, Histogram):
+        return max(10, max_series // (len(metric._upper_bounds) + 2))
+    return max_series
 
 
 def close_code_label(code: int | None) -> str:
