@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmobs.dev.harness import ServerThread
 from llmobs.dev.metrics_text import read_metrics
@@ -143,3 +144,20 @@ def test_two_instances_on_one_host_keep_their_own_counts(upstream: ServerThread,
         first.stop()
         second.stop()
     assert not list(tmp_path.glob("llmobs-metrics-*")), "state left behind"
+
+
+def test_each_workers_process_metrics_carry_its_pid(instance: Instance) -> None:
+    """The process collectors cannot be merged across workers: each worker's are shown apart."""
+    deadline = time.monotonic() + 15
+    while True:
+        pids = {
+            sample.labels["pid"]
+            for family in text_string_to_metric_families(instance.metrics())
+            for sample in family.samples
+            if sample.name == "process_resident_memory_bytes" and sample.value > 0
+        }
+        if len(pids) == 2:
+            break
+        assert time.monotonic() < deadline, f"process metrics of {len(pids)} worker(s)"
+        time.sleep(0.5)
+    assert "python_gc_objects_collected_total" in instance.metrics()

@@ -25,6 +25,7 @@ from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
 from llmobs.proxy.exchange import Proxy
 from llmobs.proxy.routing import Route, Router
 from llmobs.proxy.upstream import Timeouts, make_upstream
+from llmobs.telemetry.process import ProcessMetrics
 from llmobs.telemetry.providers import resolve
 from llmobs.telemetry.recorder import Recorder
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
@@ -175,6 +176,8 @@ class LLMObs:
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.scrape = scrape_registry(self.registry, multiprocess_dir())
+        self.process_metrics = ProcessMetrics(self.registry, multiprocess=multiprocess_dir() is not None)
+        self._refresher: asyncio.Task[None] | None = None
         self.admin = default_headers(admin_app(self.scrape, lambda: self.ready, token=token))
         # With an admin port, /metrics etc. are served there, and this app proxies every path.
         self.admin_paths = ADMIN_PATHS if settings.admin_port is None else frozenset()
@@ -218,10 +221,19 @@ class LLMObs:
         # measured in the benchmark's p99 tail).
         gc.collect()
         gc.freeze()
+        if self.process_metrics.multiprocess:
+            self._refresher = asyncio.ensure_future(self._refresh_process_metrics())
         self.ready = True
+
+    async def _refresh_process_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            self.process_metrics.refresh()
 
     async def shutdown(self) -> None:
         self.ready = False
+        if self._refresher is not None:
+            self._refresher.cancel()
         for route in self.router.all:
             await route.upstream.close()
         for provider in (self.tracer_provider, self.meter_provider):

@@ -42,10 +42,10 @@ class PrometheusSink:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series only double the output
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, doc, labels, registry=registry)
+            return Counter(name, doc, labels, registry=registry, unit=unit_of(name))
 
         def histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, labels, registry=registry, buckets=buckets)
+            return Histogram(name, doc, labels, registry=registry, buckets=buckets, unit=unit_of(name))
 
         em = ("endpoint", "model")
         self.requests = counter(
@@ -66,9 +66,7 @@ class PrometheusSink:
             ("endpoint", "model", "stream"),
             n.DURATION_BUCKETS,
         )
-        self.ttft = histogram(
-            n.TIME_TO_FIRST_TOKEN, "Time to the first generated token (streams).", em, n.DURATION_BUCKETS
-        )
+        self.ttft = histogram(n.TIME_TO_FIRST_TOKEN, "Time to the first generated token (streams).", em, n.TTFT_BUCKETS)
         self.tpot = histogram(
             n.TIME_PER_OUTPUT_TOKEN, "(duration - TTFT) / (output tokens - 1) (streams).", em, n.TIME_PER_TOKEN_BUCKETS
         )
@@ -289,6 +287,14 @@ class PrometheusSink:
         if metric not in self._warned:
             self._warned.add(metric)
             log.warning("%s used its series budget: new label sets are recorded as `other`", metric)
+
+
+_UNITS = ("seconds", "bytes", "tokens", "usd")
+
+
+def unit_of(name: str) -> str:
+    """The unit a metric's name ends in (`# UNIT` in the OpenMetrics exposition), or none."""
+    return next((unit for unit in _UNITS if name.endswith("_" + unit)), "")
 
 
 def label_sets(metric: Any, max_series: int) -> int:
