@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -217,3 +218,84 @@ def test_streams_cut_at_the_end_of_the_grace_period_log_one_line_each() -> None:
     assert "Traceback" not in log
     cut = [line for line in log.splitlines() if "request cancelled" in line]
     assert len(cut) == 12, log[-3000:]  # one line for each stream cut, and nothing more
+
+
+# -- rough edges a new user hits -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "json",
+            "OTEL_EXPORTER_OTLP_PROTOCOL must be 'http/protobuf' or 'grpc', got 'json'",
+        ),
+        ("OTEL_TRACES_SAMPLER", "sometimes", "OTEL_TRACES_SAMPLER must be one of"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "soon", "OTEL_BSP_SCHEDULE_DELAY must be a positive integer, got 'soon'"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL"),
+        ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER supports only 'otlp' or 'none'"),
+    ],
+)
+def test_a_bad_otel_value_is_one_line_naming_the_variable(variable: str, value: str, message: str) -> None:
+    result = run("serve", "--port", str(free_port()), env={variable: value}, timeout=20)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"llmobs: {result.stderr.split('llmobs: ', 1)[1].strip()}"]
+    assert message in result.stderr
+
+
+def busy_port() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock, sock.getsockname()[1]
+
+
+def test_a_port_in_use_is_one_line_before_any_banner() -> None:
+    sock, port = busy_port()
+    with sock:
+        result = run("serve", "--port", str(port), timeout=20)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"llmobs: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_an_unknown_llmobs_variable_is_named_with_the_closest_setting() -> None:
+    sock, port = busy_port()  # the start then stops early, after the warnings
+    with sock:
+        result = run("serve", "--port", str(port), env={"LLMOBS_UPSTREAM": "https://x", "LLMOBS_PORTT": "1"})
+    assert "LLMOBS_UPSTREAM is not a setting and is ignored; did you mean LLMOBS_UPSTREAM_URL?" in result.stderr
+    assert "LLMOBS_PORTT is not a setting and is ignored; did you mean LLMOBS_PORT?" in result.stderr
+
+
+def test_an_unreachable_upstream_is_logged_once_with_its_host_and_no_key(
+    make_proxy: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fault_upstream import refused_port
+
+    sock, port = refused_port()
+    with sock:
+        proxy = make_proxy(f"http://127.0.0.1:{port}/v1", upstream_api_key="sk-upstream-secret-123")
+        for _ in range(3):
+            answer = httpx.get(proxy.base_url + "/models", headers={"authorization": "Bearer sk-client-secret"})
+            assert answer.status_code == 502
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(said) == 1 and f"upstream 127.0.0.1:{port} unreachable" in said[0]
+    assert "secret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "missing"), [("demo", "demo", "rich"), ("dashboards", "dev", "grafana_foundation_sdk")]
+)
+def test_a_command_whose_extra_is_not_installed_says_which(command: str, extra: str, missing: str) -> None:
+    code = f"import sys; sys.modules[{missing!r}] = None; from llmobs.cli import main; sys.exit(main([{command!r}]))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"pip install 'llmobs[{extra}]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_runtime_needs_none_of_the_demo_and_dev_packages() -> None:
+    from importlib.metadata import requires
+
+    runtime = [r for r in requires("llmobs") or [] if "extra ==" not in r]
+    names = {r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in runtime}
+    assert not names & {"openai", "anthropic", "rich", "grafana-foundation-sdk"}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
 from llmobs import __version__
-from llmobs.config import ConfigError, Settings, load_settings
+from llmobs.config import ConfigError, Settings, load_settings, unknown_variables
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,9 +33,19 @@ def _serve(args: argparse.Namespace) -> int:
             from llmobs.attribution import read_tenant_map
 
             read_tenant_map(settings.tenant_map_file)
+        from llmobs.telemetry.otel_setup import check_env
+
+        check_env(os.environ)
     except (ConfigError, ValueError) as exc:
         print(f"llmobs: {exc}", file=sys.stderr)
         return 2
+    for warning in unknown_variables(os.environ):
+        print(f"llmobs: warning: {warning}", file=sys.stderr)
+    for host, port in ((settings.host, settings.port), (settings.host, settings.admin_port)):
+        problem = _cannot_listen(host, port)
+        if problem:
+            print(f"llmobs: cannot listen on {host}:{port}: {problem}", file=sys.stderr)
+            return 1
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(
         f"llmobs {__version__}: proxying http://{settings.host}:{settings.port} -> {settings.upstream_url}"
@@ -42,6 +54,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
     run(settings)
     return 0
+
+
+def _cannot_listen(host: str, port: int | None) -> str | None:
+    """Why the server could not bind host:port (in use, no such address), checked before any banner."""
+    if not port:
+        return None
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -65,13 +90,24 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llmobs.dev.demo import run_demo
-
+    try:
+        from llmobs.dev.demo import run_demo
+    except ImportError as exc:
+        return _needs_extra("demo", exc)
     return run_demo(duration=args.duration, concurrency=args.concurrency)
 
 
+def _needs_extra(extra: str, exc: ImportError) -> int:
+    print(f"llmobs: this command needs the {extra!r} extra ({exc.name} is not installed): "
+          f"pip install 'llmobs[{extra}]'", file=sys.stderr)  # fmt: skip
+    return 2
+
+
 def _dashboards(args: argparse.Namespace) -> int:
-    from llmobs.dashboards import write_dashboards
+    try:
+        from llmobs.dashboards import write_dashboards
+    except ImportError as exc:
+        return _needs_extra("dev", exc)
 
     for path in write_dashboards(args.out):
         print(path)

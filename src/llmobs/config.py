@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -340,3 +341,18 @@ def worker_settings_json(settings: Settings) -> str:
 def multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | None:
     """The Prometheus multiprocess directory this process writes to, if any."""
     return (os.environ if environ is None else environ).get(MULTIPROC_ENV) or None
+
+
+_OTHER_VARIABLES = frozenset({CONFIG_ENV, WORKER_SETTINGS_ENV})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each LLMOBS_* variable that is no setting (a typo is otherwise silently ignored)."""
+    known = {ENV_PREFIX + key.upper() for key in Settings.model_fields} | _OTHER_VARIABLES
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings

@@ -44,6 +44,17 @@ log = logging.getLogger("llmobs")
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
+_last_unreachable: dict[tuple[str, int], float] = {}  # one entry per upstream (bounded by the routes)
+
+
+def _warn_unreachable(host: str, port: int, reason: str) -> None:
+    """Say an upstream cannot be reached, once a minute per upstream: host and port, never a key."""
+    now = time.monotonic()
+    if now - _last_unreachable.get((host, port), -60.0) >= 60.0:
+        _last_unreachable[(host, port)] = now
+        log.warning("upstream %s:%d unreachable: %s (clients get 502; said once a minute)", host, port, reason)
+
+
 class Rejected(Exception):
     """The proxy refuses the request itself; the client gets `status` with an OpenAI-style error."""
 
@@ -338,6 +349,7 @@ class Exchange:
                     resp = await upstream.send(self.scope["method"], target, headers, admitted.original)
                     self.cut_usage = False
         except UpstreamUnreachable as exc:
+            _warn_unreachable(upstream.host, upstream.port, str(exc))
             await self._fail(502, Outcome.UPSTREAM_UNREACHABLE, f"upstream unreachable ({exc})", "upstream_unreachable")
             return None
         except UpstreamTimeout:

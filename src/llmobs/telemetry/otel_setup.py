@@ -6,6 +6,7 @@ import importlib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
@@ -136,3 +137,56 @@ def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
     if value <= 0:
         raise ValueError(f"{key} must be a positive integer, got {raw!r}")
     return value
+
+
+_SAMPLERS = frozenset(
+    {"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+     "parentbased_traceidratio"}
+)  # fmt: skip
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """Reject a bad OTEL_* value at start with one line naming it (ValueError), not a traceback later.
+
+    Checks what this process reads: exporters, protocols, endpoints, timeouts, batch sizes and
+    intervals, the sampler and its argument, compression and resource attributes.
+    """
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return
+    for signal in ("TRACES", "METRICS"):
+        _signal_on(env, signal, True)  # raises on an exporter other than otlp or none
+        _protocol(env, signal)
+        for key in (f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT",):
+            _url(env, key)
+    _url(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    for key in ("OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_SCHEDULE_DELAY",
+                "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"):  # fmt: skip
+        _positive_int(env, key, 1)
+    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler and sampler not in _SAMPLERS:
+        raise ValueError(f"OTEL_TRACES_SAMPLER must be one of {', '.join(sorted(_SAMPLERS))}, got {sampler!r}")
+    argument = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if argument and sampler.endswith("traceidratio"):
+        try:
+            ratio = float(argument)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1, got {argument!r}")
+    for key in ("OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"):  # fmt: skip
+        value = env.get(key, "").strip().lower()
+        if value and value not in ("gzip", "deflate", "none"):
+            raise ValueError(f"{key} must be gzip, deflate or none, got {env[key]!r}")
+    attributes = env.get("OTEL_RESOURCE_ATTRIBUTES", "").strip()
+    for pair in filter(None, (p.strip() for p in attributes.split(","))):
+        if "=" not in pair or not pair.partition("=")[0].strip():
+            raise ValueError(f"OTEL_RESOURCE_ATTRIBUTES must be key=value pairs separated by commas, got {pair!r}")
+
+
+def _url(env: Mapping[str, str], key: str) -> None:
+    value = env.get(key, "").strip()
+    if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+        raise ValueError(f"{key} must be an http(s) URL, got {value!r}")
