@@ -11,6 +11,7 @@ from llmobs.apis.openai_common import parse_usage
 from llmobs.apis.table import ENDPOINTS, OTHER, classify
 from llmobs.observe import ResponseObserver
 from llmobs.records import Outcome, RequestInfo, Usage, UsageSource
+from llmobs.telemetry.pricing import PriceTable
 
 
 def sse(*payloads: Any, event_names: bool = False) -> bytes:
@@ -282,7 +283,12 @@ def test_embeddings_usage_has_input_only() -> None:
     acc.on_body(
         b'{"object":"list","data":[],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}'
     )
-    assert acc.finish(Outcome.COMPLETED, 200, 1.0).usage == Usage(input_tokens=8, output_tokens=0)
+    usage = acc.finish(Outcome.COMPLETED, 200, 1.0).usage
+    # An embedding generates nothing: output is absent, not 0 (issue 12), and input alone is billed.
+    assert usage.input_tokens == 8 and usage.output_tokens is None
+    assert usage.pricing == (("input_tokens", 8),)
+    cost = PriceTable.load(provider="openai", price_file=None).price("text-embedding-3-small", usage)
+    assert cost is not None and cost > 0
 
 
 def test_cache_write_tokens_and_garbage_counts() -> None:

@@ -221,7 +221,8 @@ def test_response_usage_and_cost_attributes(h: Harness) -> None:
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 100
     assert attrs["gen_ai.usage.reasoning.output_tokens"] == 12
     assert "gen_ai.usage.cache_creation.input_tokens" not in attrs  # not reported is not zero
-    assert attrs["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.4)
+    # the first output delta, as Prometheus's TTFT: not the first byte (0.4 s, the role-only chunk)
+    assert attrs["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.5)
     assert attrs["openai.response.service_tier"] == "default"
     assert attrs["openai.response.system_fingerprint"] == "fp_abc"
     assert attrs["llmobs.cost_usd"] == pytest.approx(0.00123)
@@ -340,7 +341,7 @@ def test_metrics_use_semconv_names_attributes_and_buckets(h: Harness) -> None:
     assert DURATION_BUCKETS[0] == 0.01 and DURATION_BUCKETS[-1] == pytest.approx(81.92)
 
     (ttfc,) = h.points("gen_ai.client.operation.time_to_first_chunk")
-    assert ttfc.sum == pytest.approx(0.3)
+    assert ttfc.sum == pytest.approx(0.35)  # the first output delta, where Prometheus's TTFT is read
     assert tuple(ttfc.explicit_bounds) == DURATION_BUCKETS
 
     (cost,) = h.points("llmobs.cost")
@@ -420,7 +421,7 @@ def record_requests(tracer_provider: Any, meter_provider: Any, n: int, port: int
         start = time.perf_counter()
         info = chat(stream=True)
         handle = sink.start(info, {"traceparent": TRACEPARENT}, start)
-        timings = Timings(start=start, end=start + 1.0, first_byte=start + 0.1)
+        timings = Timings(start=start, end=start + 1.0, first_byte=start + 0.05, first_token=start + 0.1)
         usage = Usage(input_tokens=10 + i, output_tokens=5)
         sink.record(Observation(info, Outcome.COMPLETED, 200, timings, usage=usage, cost=Decimal("0.01")), handle)
 

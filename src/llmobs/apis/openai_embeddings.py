@@ -1,4 +1,4 @@
-"""OpenAI embeddings: usage carries prompt tokens only."""
+"""OpenAI embeddings: usage carries prompt tokens only; there are no output tokens (absent, not 0)."""
 
 from __future__ import annotations
 
@@ -16,5 +16,7 @@ class EmbeddingsAccumulator(OpenAIAccumulator):
 
     def on_result(self, obj: dict[str, Any]) -> None:
         super().on_result(obj)
-        if self.usage is not None and self.usage.input_tokens is not None and self.usage.output_tokens is None:
-            self.usage = dataclasses.replace(self.usage, output_tokens=0)
+        usage = self.usage
+        if usage is not None and usage.input_tokens is not None and usage.output_tokens is None:
+            # Priced on input alone: the billable usage is complete without an output count.
+            self.usage = dataclasses.replace(usage, pricing=(("input_tokens", usage.input_tokens),))

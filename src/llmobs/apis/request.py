@@ -127,6 +127,6 @@ def _params(obj: dict[str, Any]) -> dict[str, Any]:
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         params["gen_ai.request.stop_sequences"] = list(stop)
     tier = obj.get("service_tier")
-    if isinstance(tier, str):
+    if isinstance(tier, str) and tier != "auto":  # the conventions leave out the default
         params["openai.request.service_tier"] = tier
     return params

@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from llmobs import __version__
 from llmobs.telemetry.sinks.span_queue import BoundedBatchSpanProcessor
 
 # -- export: providers from the standard OTEL_* environment ----------------------------------
@@ -59,7 +60,8 @@ def _signal_on(env: Mapping[str, str], signal: str, base_endpoint: bool) -> bool
 
 
 def _resource() -> Resource:
-    resource = Resource.create()
+    # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win over these defaults.
+    resource = Resource({SERVICE_VERSION: __version__}).merge(Resource.create())
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "llmobs"}))
     return resource

@@ -14,6 +14,7 @@ time-windowed price ~300 µs, in genai-prices' unit-registry arithmetic; an unkn
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -113,6 +114,7 @@ class PriceTable:
         `at` is the request's wall-clock time (default now): some prices depend on the date or
         the time of day (DeepSeek's off-peak hours).
         """
+        usage = _billable(usage)
         if not model or not _priceable(usage):
             return None
         rates = self._overrides.get(model)
@@ -174,6 +176,14 @@ def linear_rates(provider: Provider, info: ModelInfo) -> LinearRates | None:
         reasoning=calc(input_tokens=0, output_tokens=million, output_reasoning_tokens=million) - fee,
     )
     return LinearRates(fee, rates)
+
+
+def _billable(usage: Usage) -> Usage:
+    """Usage whose only billable count is input (embeddings: no output, not zero output) priced as
+    input and zero output, on the fast path like any other."""
+    if usage.pricing and usage.output_tokens is None and {key for key, _ in usage.pricing} == {"input_tokens"}:
+        return dataclasses.replace(usage, output_tokens=0, pricing=())
+    return usage
 
 
 def _has_tokens(usage: Usage) -> bool:

@@ -188,7 +188,8 @@ class OTelSink:
         for key, value in info.params.items():
             if _is_param(key, value):
                 attrs[key] = list(value) if isinstance(value, (list, tuple)) else value
-        attrs[genai.GEN_AI_REQUEST_STREAM] = bool(info.stream)
+        if info.stream:  # the conventions set it on streamed requests only
+            attrs[genai.GEN_AI_REQUEST_STREAM] = True
         api_type = _API_TYPES.get(info.endpoint)
         if api_type:
             attrs[openai_attrs.OPENAI_API_TYPE] = api_type
@@ -329,15 +330,14 @@ def _json(value: Any) -> str:
 
 
 def _time_to_first_chunk(obs: Observation) -> float | None:
-    """Seconds to the first chunk of a stream: the first body byte, as client instrumentations see it."""
+    """Seconds to the first chunk of output of a stream, as Prometheus's TTFT reads it: the first
+    answer delta (the Responses API's first output delta, not response.created), or the first
+    reasoning delta when that came first. None for a stream that produced no content."""
     if not obs.request.stream:
         return None
     timings = obs.timings
-    first = timings.first_byte
-    if first is None:
-        candidates = [t for t in (timings.first_token, timings.first_reasoning) if t is not None]
-        first = min(candidates) if candidates else None
-    return None if first is None else first - timings.start
+    candidates = [t for t in (timings.first_token, timings.first_reasoning) if t is not None]
+    return min(candidates) - timings.start if candidates else None
 
 
 def _response_attributes(obs: Observation) -> dict[str, Any]:
