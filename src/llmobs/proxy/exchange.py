@@ -269,6 +269,8 @@ class Exchange:
             usage_injected=parsed.usage_injected,
             capture_content=proxy.capture_content,
             input_content=parsed.input_content,
+            tool_definitions=parsed.tool_definitions,
+            expects_json=parsed.expects_json,
         )
         return Admitted(info, parsed, body, headers)
 
