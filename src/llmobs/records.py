@@ -171,6 +171,8 @@ class Quality:
 
     def issues(self) -> tuple[str, ...]:
         """The `issue` label values of the signals that are true."""
+        if not (self.invalid_json or self.empty_answer or self.refusal):
+            return ()  # the common case, on every request: no tuple built
         pairs = (("invalid_json", self.invalid_json), ("empty_answer", self.empty_answer), ("refusal", self.refusal))
         return tuple(name for name, value in pairs if value)
 
