@@ -128,6 +128,8 @@ class ParsedBody:
     usage_injected: bool
     input_content: Content | None = None  # the prompt, only when capture was asked for
     conversation: str | None = None  # the body's conversation or session id, if it names one
+    tool_definitions: int | None = None  # tools offered (0: none); None when the body was not read
+    expects_json: bool = False  # the request asked for JSON output (response_format and the like)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,32 @@ class RequestInfo:
     usage_injected: bool = False  # the proxy added stream_options.include_usage
     capture_content: bool = False  # the user opted in to recording prompts and completions
     input_content: Content | None = None  # prompts, only when capture_content is on
+    tool_definitions: int | None = None  # tools offered (0: none); None: not an API with tools, or unread
+    expects_json: bool = False  # the request asked for JSON output (response_format and the like)
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """Cheap quality signals of one answer, judged without a model. None: not judged.
+
+    Only an answer that ended on its own is judged (completed, and every finish reason a
+    natural end: not cut off by a length cap or a filter). `invalid_json`: the answer text of
+    a request that asked for JSON, or the arguments of a tool call, do not parse as JSON
+    (None when neither applies, or when they were too large to check). `empty_answer`: no
+    answer text, tool call or refusal at all. `refusal`: the model refused (OpenAI `refusal`,
+    Anthropic `stop_reason: refusal`).
+    """
+
+    invalid_json: bool | None = None
+    empty_answer: bool | None = None
+    refusal: bool | None = None
+
+    def issues(self) -> tuple[str, ...]:
+        """The `issue` label values of the signals that are true."""
+        if not (self.invalid_json or self.empty_answer or self.refusal):
+            return ()  # the common case, on every request: no tuple built
+        pairs = (("invalid_json", self.invalid_json), ("empty_answer", self.empty_answer), ("refusal", self.refusal))
+        return tuple(name for name, value in pairs if value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +201,8 @@ class Observation:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. service tier, fingerprint
     attributes: dict[str, Any] = field(default_factory=dict)  # more span attributes, named as they go out
     output_content: Content | None = None  # completions, only when capture_content is on
+    tool_calls: tuple[str, ...] = ()  # names of the tools the model asked to call, in order
+    quality: Quality = Quality()
 
     @property
     def time_per_output_token(self) -> float | None:

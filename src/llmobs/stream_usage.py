@@ -58,7 +58,8 @@ def rejects_usage_option(status: int, peek: bytes) -> bool:
 
 def has_usage(data: bytes) -> bool:
     """Cheap test: the event's JSON may carry a non-null `usage`."""
-    return _USAGE_KEY in data and b'"usage":null' not in data and _NULL_USAGE.search(data) is None
+    # find() rather than `in`: cheaper on CPython 3.11, and this runs on every stream chunk.
+    return data.find(_USAGE_KEY) >= 0 and data.find(b'"usage":null') < 0 and _NULL_USAGE.search(data) is None
 
 
 def is_usage_chunk(data: bytes) -> bool:

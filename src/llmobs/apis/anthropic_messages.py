@@ -5,8 +5,9 @@ Usage goes through genai-prices' own Anthropic extractor, which knows that Anthr
 read + cache write), as for every provider, and the extractor's values are kept for pricing
 (1-hour cache writes cost more than 5-minute ones). A stream carries usage in
 `message_start` (the input side) and in cumulative `message_delta`s (the output side);
-only those events, the error event and (with content capture) the deltas are JSON-decoded:
-every other event is judged by its `event:` name and a byte check.
+only those events, the error event, tool calls (their start and argument pieces) and, with
+content capture or when the request asked for JSON, the text deltas are JSON-decoded: every
+other event is judged by its `event:` name and a byte check.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from genai_prices.data import providers as BUNDLED_PROVIDERS
 
 from llmobs.apis.anthropic_content import capture_blocks, capture_event, input_content, semconv_finish
 from llmobs.apis.base import Accumulator, count, error_type, loads_object
+from llmobs.apis.quality import Judge
 from llmobs.records import Content, Observation, Outcome, ParsedBody, Usage
 from llmobs.sse import Event
 
@@ -46,7 +48,9 @@ _PARAMS = {
 _TEXT = b'"text_delta"'
 _TOOL = b'"input_json_delta"'
 _THINKING = b'"thinking_delta"'
+_TOOL_USE = b'"tool_use"'
 _EMPTY_TOOL_PIECE = re.compile(rb'"partial_json"\s*:\s*""')  # sent before a tool call's input: no token
+_EMPTY_TEXT = re.compile(rb'"text"\s*:\s*""')
 _USAGE_EVENTS = frozenset({"message_start", "message_delta", "error"})
 _CAPTURED_EVENTS = frozenset({"content_block_start", "content_block_delta"})
 
@@ -55,9 +59,9 @@ _CAPTURED_EVENTS = frozenset({"content_block_start", "content_block_delta"})
 
 
 def parse_request(body: bytes, *, capture_content: bool = False) -> ParsedBody:
-    """Read model, stream and the generation parameters; the body goes upstream unchanged.
-
-    Anthropic always reports usage, in streams too: nothing is injected.
+    """Read model, stream, the generation parameters, the tools offered and whether JSON is
+    asked for (`output_config.format`, or the beta's `output_format`); the body goes upstream
+    unchanged. Anthropic always reports usage, in streams too: nothing is injected.
     """
     obj = _request_object(body)
     if obj is None:
@@ -72,7 +76,25 @@ def parse_request(body: bytes, *, capture_content: bool = False) -> ParsedBody:
     if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         params["gen_ai.request.stop_sequences"] = list(stop)
     content = _captured(obj) if capture_content else None
-    return ParsedBody(model, obj.get("stream") is True, params, body, False, content)
+    tools = obj.get("tools")
+    return ParsedBody(
+        model,
+        obj.get("stream") is True,
+        params,
+        body,
+        False,
+        content,
+        tool_definitions=len(tools) if isinstance(tools, list) else 0,
+        expects_json=_asks_json(obj),
+    )
+
+
+def _asks_json(obj: dict[str, Any]) -> bool:
+    config = obj.get("output_config")
+    for fmt in (config.get("format") if isinstance(config, dict) else None, obj.get("output_format")):
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            return True
+    return False
 
 
 def _request_object(body: bytes) -> dict[str, Any] | None:
@@ -125,6 +147,19 @@ def normalise(values: dict[str, int | float], *, output_known: bool = True) -> U
     )
 
 
+def _judge_block(judge: Judge, index: Any, block: dict[str, Any]) -> None:
+    """Feed the judge one content block: text, or a tool call (whole, or the start of a streamed one).
+
+    A whole `tool_use` carries its input decoded (an object); a streamed one's arrives in
+    `input_json_delta` pieces, judged once joined.
+    """
+    kind = block.get("type")
+    if kind == "text":
+        judge.text(0, block.get("text"))
+    elif kind == "tool_use":
+        judge.tool_call(index if isinstance(index, int) else 0, block.get("name"), None)
+
+
 def cache_split(usage: dict[str, Any]) -> dict[str, int]:
     """The 5-minute / 1-hour split of cache writes, as span attributes, when reported."""
     split = usage.get("cache_creation")
@@ -144,6 +179,8 @@ def cache_split(usage: dict[str, Any]) -> dict[str, int]:
 class MessagesAccumulator(Accumulator):
     """One Messages response: a message object, or its event stream."""
 
+    judges = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.usage_seen: dict[str, Any] | None = None  # message_start's usage, deltas merged in
@@ -161,6 +198,11 @@ class MessagesAccumulator(Accumulator):
             self.usage_seen, self.output_known = usage, True
         if self.output is not None:
             capture_blocks(self.output, obj.get("content"))
+        content = obj.get("content")
+        if self.judge is not None and isinstance(content, list):
+            for position, block in enumerate(content):
+                if isinstance(block, dict):
+                    _judge_block(self.judge, position, block)
 
     def on_event(self, event: Event, now: float) -> None:
         data = event.data
@@ -172,7 +214,9 @@ class MessagesAccumulator(Accumulator):
             obj = loads_object(data)
             kind = obj["type"] if obj is not None and isinstance(obj.get("type"), str) else ""
         if kind == "content_block_delta":
-            self._delta(data, now)
+            obj = self._delta(data, now, obj)
+        elif kind == "content_block_start" and _TOOL_USE in data:
+            obj = self._tool_start(data, obj)
         elif kind == "message_stop":
             self.terminal_seen = True
         elif kind in _USAGE_EVENTS:
@@ -183,13 +227,50 @@ class MessagesAccumulator(Accumulator):
         if self.output is not None and kind in _CAPTURED_EVENTS:
             capture_event(self.output, kind, obj if obj is not None else loads_object(data))
 
-    def _delta(self, data: bytes, now: float) -> None:
-        if _TEXT in data or (_TOOL in data and _EMPTY_TOOL_PIECE.search(data) is None):
+    def _delta(self, data: bytes, now: float, obj: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Account one content delta; returns it decoded when it had to be (tool input, JSON text)."""
+        judge = self.judge
+        if _TEXT in data:
             self.answered(now)
             self.token_events += 1
+            if judge is not None:
+                if judge.expects_json:
+                    obj = self._judge_delta(judge, data, obj)
+                elif not judge.answered and _EMPTY_TEXT.search(data) is None:
+                    judge.answered = True  # some text: its words are not needed
+        elif _TOOL in data:
+            if _EMPTY_TOOL_PIECE.search(data) is None:
+                self.answered(now)
+                self.token_events += 1
+            if judge is not None:
+                obj = self._judge_delta(judge, data, obj)
         elif _THINKING in data:
             self.reasoned(now)
             self.token_events += 1
+        return obj
+
+    def _tool_start(self, data: bytes, obj: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A content block that may start a tool call: its name is in it."""
+        if self.judge is None:
+            return obj
+        obj = obj if obj is not None else loads_object(data)
+        block = obj.get("content_block") if obj is not None else None
+        if obj is not None and isinstance(block, dict):
+            _judge_block(self.judge, obj.get("index"), block)
+        return obj
+
+    @staticmethod
+    def _judge_delta(judge: Judge, data: bytes, obj: dict[str, Any] | None) -> dict[str, Any] | None:
+        obj = obj if obj is not None else loads_object(data)
+        delta = obj.get("delta") if obj is not None else None
+        if obj is None or not isinstance(delta, dict):
+            return obj
+        if delta.get("type") == "input_json_delta":
+            at = obj.get("index")
+            judge.tool_call(at if isinstance(at, int) else 0, None, delta.get("partial_json"))
+        else:
+            judge.text(0, delta.get("text"))
+        return obj
 
     def _usage_event(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "error":
@@ -222,6 +303,8 @@ class MessagesAccumulator(Accumulator):
     def _stop_reason(self, reason: Any) -> None:
         if isinstance(reason, str) and reason and len(reason) <= 64:
             self.reasons[0] = reason
+            if reason == "refusal" and self.judge is not None:
+                self.judge.refusal()
 
     def finish(self, outcome: Outcome, status_code: int, end: float, *, proxy_overhead: float = 0.0) -> Observation:
         """The record; usage is normalised once, here, from what the response reported."""

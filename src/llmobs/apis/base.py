@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from llmobs.apis.content import OutputCapture
+from llmobs.apis.quality import NOT_JUDGED, Judge
 from llmobs.jsonio import loads, too_complex
-from llmobs.records import Content, Observation, Outcome, RequestInfo, Timings, Usage, UsageSource
+from llmobs.records import Content, Observation, Outcome, Quality, RequestInfo, Timings, Usage, UsageSource
 from llmobs.sse import Event
 
 
@@ -50,6 +51,7 @@ class Accumulator:
     reads_body = True  # a non-streamed body is worth buffering for on_body()
     has_output = True  # the endpoint generates text (content capture applies)
     terminal_seen = False  # a stream's own end marker ([DONE], a terminal event) arrived
+    judges = False  # the endpoint answers in text and tool calls: count the calls, judge the answer
 
     def __init__(self, info: RequestInfo, start: float) -> None:
         self.info = info
@@ -67,6 +69,14 @@ class Accumulator:
         self.extra: dict[str, Any] = {}
         # Completion text, only when the user opted in: off, nothing is collected or parsed.
         self.output: OutputCapture | None = OutputCapture() if info.capture_content and self.has_output else None
+        self.judge: Judge | None = self.new_judge() if self.judges else None
+        # Once the answer has begun, a stream's text deltas may be judged by their bytes alone,
+        # unless their text is wanted: captured, or judged as JSON.
+        self.skims = self.output is None and not info.expects_json
+
+    def new_judge(self) -> Judge:
+        """The judge of this endpoint's answers (only called when `judges`)."""
+        return Judge(self.info.expects_json)
 
     # --- feeding -------------------------------------------------------------
 
@@ -141,7 +151,14 @@ class Accumulator:
             proxy_overhead=proxy_overhead,
             extra=self.extra,
             output_content=self._output_content(outcome),
+            tool_calls=self.judge.names() if self.judge is not None else (),
+            quality=self._quality(outcome),
         )
+
+    def _quality(self, outcome: Outcome) -> Quality:
+        if self.judge is None:
+            return NOT_JUDGED
+        return self.judge.verdict(outcome is Outcome.COMPLETED, self.reasons.values())
 
     def _output_content(self, outcome: Outcome) -> Content | None:
         if self.output is None:

@@ -25,6 +25,9 @@ _PARAMS = {
     "presence_penalty": "gen_ai.request.presence_penalty",
     "seed": "gen_ai.request.seed",
 }
+# Endpoints whose requests offer tools (`tools`, and chat's legacy `functions`).
+_TOOL_ENDPOINTS = frozenset({"chat_completions", "responses"})
+_JSON_FORMATS = frozenset({"json_object", "json_schema"})
 
 
 def parse_body(
@@ -35,7 +38,8 @@ def parse_body(
     inject_usage: bool = False,
     capture_content: bool = False,
 ) -> ParsedBody:
-    """Read model, stream and parameters; add stream_options.include_usage when asked to.
+    """Read model, stream, parameters, the tools offered and whether JSON is asked for; add
+    stream_options.include_usage when asked to.
 
     A body we cannot read (not JSON, not an object, wrong types) is forwarded unchanged:
     the upstream judges it. With `capture_content` the prompt is read too (opt-in; off,
@@ -60,7 +64,14 @@ def parse_body(
         if new_body is not None:
             body, injected = new_body, True
     content = _captured(endpoint, obj) if capture_content else None
-    return ParsedBody(model, stream, params, body, injected, content, conversation_of(obj))
+    tools = _tool_definitions(obj) if endpoint in _TOOL_ENDPOINTS else None
+    expects_json = _asks_json(endpoint, obj)
+    if expects_json:
+        params["gen_ai.output.type"] = "json"
+    return ParsedBody(
+        model, stream, params, body, injected, content,
+        conversation=conversation_of(obj), tool_definitions=tools, expects_json=expects_json,
+    )  # fmt: skip
 
 
 def conversation_of(obj: dict[str, Any]) -> str | None:
@@ -82,6 +93,27 @@ def conversation_of(obj: dict[str, Any]) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()[:256]
     return None
+
+
+def _tool_definitions(obj: dict[str, Any]) -> int:
+    tools, functions = obj.get("tools"), obj.get("functions")  # `functions`: chat's legacy name
+    count = len(tools) if isinstance(tools, list) else 0
+    return count + len(functions) if isinstance(functions, list) else count
+
+
+def _asks_json(endpoint: str, obj: dict[str, Any]) -> bool:
+    """Chat's `response_format`, or the Responses API's `text.format`, of a JSON type."""
+    if endpoint == "chat_completions":
+        fmt = obj.get("response_format")
+    elif endpoint == "responses":
+        text = obj.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+    else:
+        return False
+    if not isinstance(fmt, dict):
+        return False
+    kind = fmt.get("type")
+    return isinstance(kind, str) and kind in _JSON_FORMATS
 
 
 _MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,256})"')

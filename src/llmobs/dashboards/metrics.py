@@ -71,6 +71,9 @@ IMAGES = _m(n.IMAGES, C, "endpoint model tenant upstream", "images", "images")
 ESTIMATED_TOKENS = _m(n.ESTIMATED_TOKENS, C, "endpoint model type", "tokens", "estimated tokens")
 REQUEST_TOKENS = _m(n.REQUEST_TOKENS, H, "endpoint model type", "tokens per request", "request size")
 FINISH_REASONS = _m(n.FINISH_REASONS, C, "endpoint model reason", "choices", "finish reasons")
+TOOL_CALLS = _m(n.TOOL_CALLS, C, "endpoint model tool", "tool calls", "tool calls")
+REQUEST_TOOLS = _m(n.REQUEST_TOOLS, H, "endpoint model", "tools offered per request", "tools offered")
+QUALITY_ISSUES = _m(n.QUALITY_ISSUES, C, "endpoint model issue", "answers", "quality issues")
 COST_USD = _m(n.COST_USD, C, "model tenant upstream", "US dollars", "cost")
 UNPRICED_REQUESTS = _m(n.UNPRICED_REQUESTS, C, "model", "requests", "unpriced")
 USAGE_MISSING = _m(n.USAGE_MISSING, C, "endpoint model", "requests", "usage missing")
@@ -99,6 +102,9 @@ METRICS: tuple[Metric, ...] = (
     ESTIMATED_TOKENS,
     REQUEST_TOKENS,
     FINISH_REASONS,
+    TOOL_CALLS,
+    REQUEST_TOOLS,
+    QUALITY_ISSUES,
     COST_USD,
     UNPRICED_REQUESTS,
     USAGE_MISSING,

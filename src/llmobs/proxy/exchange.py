@@ -273,6 +273,8 @@ class Exchange:
             capture_content=proxy.capture_content,
             input_content=parsed.input_content,
             conversation=parsed.conversation,
+            tool_definitions=parsed.tool_definitions,
+            expects_json=parsed.expects_json,
         )
         return Admitted(info, parsed, body, headers)
 

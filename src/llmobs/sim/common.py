@@ -171,6 +171,7 @@ class Plan:
     tool: str | None  # name of the function to call
     reasoning_field: str | None  # "reasoning_content" | "reasoning" | None
     report_reasoning: bool
+    refusal: bool = False  # model ``sim-refusal``: the answer is a refusal of ``content`` tokens
 
     @property
     def output(self) -> int:
@@ -192,6 +193,9 @@ def make_plan(call: Call, prompt: int, *, rich: bool) -> Plan:
         limit = int_field(body, name, 0)
         if limit is not None:
             break
+    refusal = rich and model == "sim-refusal"
+    if refusal:
+        outputs = min(outputs, FAULT_CHUNKS)
     full_reasoning = outputs // 2 if reasons else 0
     budget = full_reasoning + outputs if limit is None else limit
     reasoning = min(full_reasoning, budget)
@@ -207,9 +211,10 @@ def make_plan(call: Call, prompt: int, *, rich: bool) -> Plan:
         reasoning=reasoning,
         content=content,
         truncated=reasoning + content < full_reasoning + outputs,
-        tool=tool_name(body.get("tools")) if rich else None,
+        tool=tool_name(body.get("tools")) if rich and not refusal else None,
         reasoning_field=(None if not reasons else "reasoning_content" if "reasoning-content" in model else "reasoning"),
         report_reasoning="noreasoncount" not in model,
+        refusal=refusal,
     )
 
 

@@ -12,6 +12,12 @@ Rules, on top of the token rule in ``sim/common.py``:
   names containing ``noreasoncount``). ``max_completion_tokens`` / ``max_tokens`` cap
   reasoning + answer together; when the cap cuts the output, the finish reason is ``length``.
 * ``tools`` make the answer a call of the first tool (``finish_reason: tool_calls``).
+* ``response_format`` is not honoured: a JSON-mode request gets the usual ``tok1 tok2 ...``
+  text, which is not JSON (what llmobs counts as ``invalid_json``).
+* Model ``sim-refusal``: the answer is a refusal, ``message.refusal`` (streamed as
+  ``delta.refusal`` pieces) of at most ``FAULT_CHUNKS`` tokens, ``content`` null, no tool call,
+  ``finish_reason: stop``.
+* ``x-sim-output-tokens: 0`` gives an empty answer: ``content: ""`` (no content chunk).
 * With ``n`` choices, usage counts every choice's output.
 * ``prompt_cache_key`` reports ``prompt_tokens // 2`` cached tokens; a key starting with
   ``write`` reports that many ``cache_write_tokens`` instead (and 0 cached).
@@ -84,6 +90,8 @@ def _chat_message(p: Plan, index: int) -> dict[str, Any]:
             fn = {"name": p.tool, "arguments": "".join(arg_pieces(p.content, p.truncated))}
             msg["tool_calls"] = [{"id": new_id("call_"), "type": "function", "function": fn}]
     msg["refusal"] = None
+    if p.refusal:
+        msg["content"], msg["refusal"] = None, msg["content"]
     msg["annotations"] = []
     if p.reasoning_field:
         msg[p.reasoning_field] = "".join(tokens(p.reasoning, "think"))
@@ -152,8 +160,9 @@ async def chat(call: Call, send: Send, fault: str | None) -> None:
             pieces[0] = "".join(openings) + pieces[0]  # the tool-call header is not a token: it rides with piece 1
         steps.extend(pieces)
     else:
-        steps.extend(frame(f'{{"content":"{t}"}}') for t in tokens(p.content))
-    role = '{"role":"assistant","content":null}' if p.tool else '{"role":"assistant","content":""}'
+        field = "refusal" if p.refusal else "content"
+        steps.extend(frame(f'{{"{field}":"{t}"}}') for t in tokens(p.content))
+    role = '{"role":"assistant","content":null}' if p.tool or p.refusal else '{"role":"assistant","content":""}'
     last = frame("{}", f'"{p.chat_finish}"')
     if with_usage:
         last += f'{base}"choices":[],"usage":{dumps(chat_usage(p))}}}\n\n'

@@ -10,6 +10,10 @@ Rules, on top of the token rule in ``sim/common.py``:
   caps both; a cut answer ends ``status: incomplete``, ``incomplete_details.reason =
   "max_output_tokens"`` (``response.incomplete``). ``prompt_cache_key`` as for chat.
 * ``tools`` make the answer a ``function_call`` of the first tool, by its ``name``.
+* ``text.format`` is not honoured: a JSON-mode request gets the usual ``tok1 tok2 ...`` text.
+* Model ``sim-refusal``: the message's one content part is ``{"type": "refusal", "refusal":
+  ...}`` of at most ``FAULT_CHUNKS`` tokens (streamed as ``response.refusal.delta`` events, then
+  ``response.refusal.done``); status ``completed``.
 * Streams: ``response.created`` and ``response.in_progress`` at once, ``ttft``, then the output
   items with ``chunk_gap`` between token deltas, then ``response.completed`` (or
   ``.incomplete``) carrying the usage. ``sequence_number`` counts from 0.
@@ -104,7 +108,10 @@ def _response_items(p: Plan) -> _ResponseItems:
             "name": p.tool,
         }
     else:
-        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": "".join(tokens(p.content))}
+        text = "".join(tokens(p.content))
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+        if p.refusal:
+            part = {"type": "refusal", "refusal": text}
         main = {
             "id": new_id("msg_"),
             "type": "message",
@@ -174,12 +181,18 @@ def _item_events(seq: _Seq, p: Plan, item: dict[str, Any], index: int) -> Iterat
         part = item["content"][0]
         added = item | {"status": "in_progress", "content": []}
         yield seq.event("response.output_item.added", output_index=index, item=added), False
-        empty = part | {"text": ""}
+        field = "refusal" if p.refusal else "text"
+        empty = part | {field: ""}
         yield seq.event("response.content_part.added", **at, content_index=0, part=empty), False
+        kind = "response.refusal" if p.refusal else "response.output_text"
         for t in tokens(p.content):
-            yield seq.delta("response.output_text.delta", ids + ',"content_index":0', t), True
-        done = {"content_index": 0, "text": part["text"], "logprobs": []}
-        yield seq.event("response.output_text.done", **at, **done), False
+            yield seq.delta(kind + ".delta", ids + ',"content_index":0', t), True
+        done = (
+            {"content_index": 0, "refusal": part["refusal"]}
+            if p.refusal
+            else {"content_index": 0, "text": part["text"], "logprobs": []}
+        )
+        yield seq.event(kind + ".done", **at, **done), False
         yield seq.event("response.content_part.done", **at, content_index=0, part=part), False
     yield seq.event("response.output_item.done", output_index=index, item=item), False
 

@@ -31,6 +31,9 @@ IMAGES = "llmobs_images"
 TELEMETRY_ERRORS = "llmobs_telemetry_errors"
 UNREAD_RESPONSES = "llmobs_unread_responses"
 LABEL_OVERFLOW = "llmobs_label_overflow"
+TOOL_CALLS = "llmobs_tool_calls"
+REQUEST_TOOLS = "llmobs_request_tools"
+QUALITY_ISSUES = "llmobs_quality_issues"
 
 
 def total(name: str) -> str:
@@ -67,6 +70,7 @@ TOKEN_TYPES = (
     "output_image",
 )
 FINISH_REASON_VALUES = ("stop", "length", "tool_calls", "content_filter", "function_call")
+QUALITY_ISSUE_VALUES = ("invalid_json", "empty_answer", "refusal")
 OTHER = "other"  # the value a bounded label takes once its budget is spent
 
 # Histogram buckets in seconds: they reach minutes, since reasoning models are slow.
@@ -87,3 +91,4 @@ OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01
 SESSION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 # fmt: on
 TOKEN_BUCKETS = tuple(float(4**i) for i in range(13))  # 1 .. 16,777,216
+TOOL_BUCKETS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)  # tool definitions per request

@@ -50,6 +50,11 @@ ATTR_OUTCOME = "llmobs.outcome"
 ATTR_USAGE_SOURCE = "llmobs.usage_source"
 ATTR_ESTIMATED_OUTPUT_TOKENS = "llmobs.estimated_output_tokens"
 ATTR_CONTENT_TRUNCATED = "llmobs.content.truncated"  # captured content hit the size cap
+# The conventions name tool calls only inside the opt-in gen_ai.output.messages (gen_ai.tool.name
+# is for a tool's own execute_tool span): the names called get our own attribute.
+ATTR_TOOL_CALLS = "llmobs.tool_calls"
+ATTR_TOOL_DEFINITIONS = "llmobs.request.tool_definitions"
+ATTR_QUALITY = "llmobs.quality."  # + invalid_json, empty_answer, refusal
 
 # Suggested buckets from the GenAI metric conventions; the semconv create_* helpers set none.
 TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1 .. 67,108,864
@@ -201,6 +206,8 @@ class OTelSink:
             attrs[ATTR_ATTRIBUTION + name] = value
         if info.conversation:
             attrs[genai.GEN_AI_CONVERSATION_ID] = info.conversation
+        if info.tool_definitions is not None:
+            attrs[ATTR_TOOL_DEFINITIONS] = info.tool_definitions
         return attrs
 
     def _finish_span(self, obs: Observation, handle: SpanHandle) -> None:
@@ -360,6 +367,16 @@ def _response_attributes(obs: Observation) -> dict[str, Any]:
         if value is not None:
             attrs[key] = value
     attrs[ATTR_USAGE_SOURCE] = str(obs.usage_source)
+    if obs.tool_calls:
+        attrs[ATTR_TOOL_CALLS] = list(obs.tool_calls)
+    quality = obs.quality
+    for name, value in (
+        ("invalid_json", quality.invalid_json),
+        ("empty_answer", quality.empty_answer),
+        ("refusal", quality.refusal),
+    ):
+        if value is not None:
+            attrs[ATTR_QUALITY + name] = value
     attrs.update(obs.attributes)
     ttfc = _time_to_first_chunk(obs)
     if ttfc is not None:

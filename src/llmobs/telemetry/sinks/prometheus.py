@@ -39,6 +39,7 @@ class PrometheusSink:
         self.attribution_labels = attribution_labels
         self.attributions = {name: LabelGuard(max_label_values) for name in attribution_labels}
         who = attribution_labels  # the "who spent what" families carry them
+        self.tools = LabelGuard(max_label_values)  # tool names: the client defines them, the model picks
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series only double the output
 
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
@@ -98,6 +99,15 @@ class PrometheusSink:
         )
         self.finish_reasons = counter(
             n.FINISH_REASONS, "Finish reasons, one per choice.", ("endpoint", "model", "reason")
+        )
+        self.tool_calls = counter(
+            n.TOOL_CALLS, "Tool calls the model asked for, by tool name.", ("endpoint", "model", "tool")
+        )
+        self.request_tools = histogram(n.REQUEST_TOOLS, "Tool definitions offered per request.", em, n.TOOL_BUCKETS)
+        self.quality_issues = counter(
+            n.QUALITY_ISSUES,
+            "Answers judged without a model: invalid_json, empty_answer, refusal.",
+            ("endpoint", "model", "issue"),
         )
         self.cost = counter(n.COST_USD, "Cost in US dollars of priced requests.", ("model", "tenant", "upstream", *who))
         self.unpriced = counter(n.UNPRICED_REQUESTS, "Requests with usage that no price covers.", ("model",))
@@ -242,6 +252,12 @@ class PrometheusSink:
             ops.append((series.get("reasoning").observe, reasoning, None))
         for reason in obs.finish_reasons:  # the upstream names them: bounded like model and tenant
             ops.append((series.get("finish_reasons", self.reasons(reason)).inc, 1, None))
+        for tool in obs.tool_calls:
+            ops.append((series.get("tool_calls", self.tools(tool)).inc, 1, None))
+        if info.tool_definitions is not None:
+            ops.append((series.get("request_tools").observe, info.tool_definitions, None))
+        for issue in obs.quality.issues():
+            ops.append((series.get("quality_issues", issue).inc, 1, None))
         self._usage(obs, series, ops)
         return ops
 
@@ -319,11 +335,11 @@ def close_code_label(code: int | None) -> str:
 _SERIES_CACHE = 10_000  # bound label-child caches kept per (endpoint, model, tenant, ...) key
 _REQUEST_LABELS = ("endpoint", "model", "tenant", "stream", "status_code", "outcome", "upstream")
 _WHO = ("tokens", "cost")  # with requests: the families that carry the attribution labels
-_FOLDED_EXTRA = frozenset({"finish_reasons"})  # their own label (the reason) is upstream-fed too
+_FOLDED_EXTRA = frozenset({"finish_reasons", "tool_calls"})  # their own label (reason, tool) is fed too
 
 
 # The labels each per-request metric takes, in order; "extra" is the metric's own last label
-# (token type, finish reason).
+# (token type, finish reason, tool name, quality issue).
 _LABELS: dict[str, tuple[str, ...]] = {
     "duration": ("endpoint", "model", "stream"),
     "overhead": ("endpoint",),
@@ -337,6 +353,9 @@ _LABELS: dict[str, tuple[str, ...]] = {
     "audio_seconds": ("endpoint", "model", "tenant", "upstream"),
     "images": ("endpoint", "model", "tenant", "upstream"),
     "finish_reasons": ("endpoint", "model", "extra"),
+    "tool_calls": ("endpoint", "model", "extra"),
+    "request_tools": ("endpoint", "model"),
+    "quality_issues": ("endpoint", "model", "extra"),
     "cost": ("model", "tenant", "upstream"),
     "unpriced": ("model",),
 }
