@@ -31,6 +31,10 @@ IMAGES = "llmobs_images"
 TELEMETRY_ERRORS = "llmobs_telemetry_errors"
 UNREAD_RESPONSES = "llmobs_unread_responses"
 LABEL_OVERFLOW = "llmobs_label_overflow"
+RATELIMIT_LIMIT = "llmobs_ratelimit_limit"
+RATELIMIT_REMAINING = "llmobs_ratelimit_remaining"
+RATELIMIT_RESET = "llmobs_ratelimit_reset_seconds"
+BUDGET_USD = "llmobs_budget_usd"
 
 
 def total(name: str) -> str:
@@ -66,6 +70,7 @@ TOKEN_TYPES = (
     "output_audio",
     "output_image",
 )
+BUDGET_PERIODS = ("day", "month")  # the `period` of llmobs_budget_usd
 FINISH_REASON_VALUES = ("stop", "length", "tool_calls", "content_filter", "function_call")
 OTHER = "other"  # the value a bounded label takes once its budget is spent
 
