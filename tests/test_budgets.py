@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
 
 from conftest import Proxied, sdk_client
 from llmobs.attribution import fingerprint
@@ -107,6 +108,7 @@ def test_the_sink_publishes_each_budget_as_a_max_gauge() -> None:
     assert registry.get_sample_value("llmobs_budget_usd", {"tenant": "acme", "period": "day"}) == 50.5
     assert registry.get_sample_value("llmobs_budget_usd", {"tenant": "acme", "period": "month"}) == 1000
     assert sink.budget._multiprocess_mode == "max"  # every worker publishes the same budgets
+    assert "# UNIT llmobs_budget_usd usd\n" in generate_latest(registry).decode()
 
 
 def test_budgets_reach_metrics_under_the_tenant_names_spend_is_counted_by(

@@ -14,6 +14,7 @@ import anthropic
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
 
 from conftest import Proxied, sdk_client
 from llmobs.config import Route
@@ -258,6 +259,7 @@ def test_the_sink_sets_each_reported_figure_and_only_those() -> None:
     }
     sink.record(observation("quiet"))  # a response without rate-limit headers sets nothing
     assert not gauges(registry, model="quiet")
+    assert "# UNIT llmobs_ratelimit_reset_seconds seconds\n" in generate_latest(registry).decode()
 
 
 def test_gauges_keep_the_most_recent_value_across_workers() -> None:

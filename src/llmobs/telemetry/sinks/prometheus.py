@@ -174,6 +174,7 @@ class PrometheusSink:
             limits,
             registry=registry,
             multiprocess_mode="mostrecent",
+            unit=unit_of(n.RATELIMIT_RESET),
         )
         self.budget = Gauge(
             n.BUDGET_USD,
@@ -181,6 +182,7 @@ class PrometheusSink:
             ("tenant", "period"),
             registry=registry,
             multiprocess_mode="max",
+            unit=unit_of(n.BUDGET_USD),
         )
         self._in_flight = {endpoint: self.in_flight.labels(endpoint) for endpoint in n.ENDPOINTS}
         self._warned: set[str] = set()
