@@ -32,7 +32,6 @@ _NAMES: dict[bytes, tuple[str, str]] = {
 _MAX_VALUE = 64  # characters: any real figure is far shorter; longer ones are not parsed at all
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _GO_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_GO_DURATION = re.compile(rf"(?:{_GO_PART.pattern})+")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -53,8 +52,9 @@ def from_headers(headers: Iterable[tuple[bytes, bytes]], wall: float) -> tuple[R
             date = value
     if not found:
         return ()
-    now = _date(date) if date is not None else None
-    now = wall if now is None else now
+    now = wall
+    if date is not None and any(b":" in f.get("reset", b"") for f in found.values()):
+        now = _date(date) or wall  # a reset given as a time (a duration has no colon); parsing costs
     limits = (
         RateLimit(
             resource,
@@ -96,6 +96,8 @@ def number(value: bytes | None) -> float | None:
     """A count from a header: digits, maybe a fraction; anything else (sign, exponent, inf) is None."""
     if value is None or len(value) > _MAX_VALUE:
         return None
+    if value.isdigit():  # the usual case; bytes.isdigit() is ASCII digits only
+        return float(value)
     text = value.strip().decode("ascii", "replace")
     return float(text) if _NUMBER.fullmatch(text) else None
 
@@ -115,10 +117,13 @@ def go_duration(text: str) -> float | None:
     """Seconds in a Go duration string (`0`, `120ms`, `1.5s`, `6m0s`, `1h2m3.5s`); None if it is not one."""
     if text == "0":
         return 0.0
-    if not _GO_DURATION.fullmatch(text):
-        return None
-    seconds = sum(float(amount) * _GO_UNITS[unit] for amount, unit in _GO_PART.findall(text))
-    return seconds if math.isfinite(seconds) else None
+    seconds, end = 0.0, 0
+    for part in _GO_PART.finditer(text):
+        if part.start() != end:  # something between two parts: not a duration
+            return None
+        seconds += float(part[1]) * _GO_UNITS[part[2]]
+        end = part.end()
+    return seconds if 0 < end == len(text) and math.isfinite(seconds) else None
 
 
 def _rfc3339(text: str) -> float | None:
