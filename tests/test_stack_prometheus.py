@@ -8,6 +8,10 @@ the client), plus drill mixes for one tenant: every kind of request for one mode
 (chat, Anthropic messages, images, transcriptions, Realtime), so that a dashboard filtered down
 to one value of every variable still has data in every panel about that API.
 
+A third proxy, scraped as a job of its own, has tight limits (a series budget of 10, bodies of at
+most 4 KiB): its traffic folds labels into `other` and leaves responses unread, so that the
+proxy-health panels about those have data. Every proxy publishes the same budget file.
+
 The primary proxy has two routes besides its default upstream: `/openai` (the drill mixes of the
 OpenAI APIs) and `/anthropic` (Anthropic's SDK). The default upstream's `upstream` label is
 empty, which a Grafana variable cannot offer as a value (only All includes it), so every drill
@@ -58,6 +62,13 @@ PRICE_FILE = """models:
 """
 AUDIT = "audit"
 CANARY_JOB = "llmobs-canary"  # the second scrape job, one more proxy
+TIGHT_JOB = "llmobs-tight"  # the third: label overflow and unread responses
+TIGHT_BODY_BYTES = 4096
+BUDGETS = {AUDIT: {"day": 0.02, "month": 0.5}, "acme": {"day": 5, "month": 100}, "globex": {"day": 5}}
+BUDGET_FILE = "budgets:\n" + "".join(
+    f"  {tenant}: {{{', '.join(f'{period}: {usd}' for period, usd in periods.items())}}}\n"
+    for tenant, periods in BUDGETS.items()
+)
 RATE_INTERVAL = "5s"  # Grafana's floor is 4 x the scrape interval (1 s here)
 TRAFFIC_SECONDS = 6.0
 # Panels that may rightly be empty after healthy traffic (titles without the "· all ..." marker).
@@ -105,6 +116,7 @@ LOADGEN = load_loadgen()
 async def faults(api: openai.AsyncOpenAI) -> None:
     """Failures the demo mix lacks: an upstream 500, an error inside a stream, a dropped stream, no usage."""
     for model, stream in (
+        ("sim-ratelimit", False),  # a 429 with the rate-limit headers saying nothing is left
         ("sim-error-500", False),
         ("sim-stream-error", True),
         ("sim-reset", True),
@@ -287,7 +299,24 @@ async def warm_up_canary(base_url: str) -> None:
     await api.close()
 
 
-async def measured(base_url: str, canary_url: str, totals: Usage) -> None:
+async def tight(base_url: str, rounds: int = 1, deadline: float = 0.0) -> None:
+    """On the tight proxy: more tenants than its series budget (their labels fold into `other`),
+    and an answer longer than its max_body_bytes (relayed, not read for accounting)."""
+    api = LOADGEN.client(base_url)
+    done = 0
+    while done < rounds or time.monotonic() < deadline:
+        for i in range(12):
+            await LOADGEN.run_one(api, LOADGEN.chat, f"team-{i}")
+        await api.chat.completions.create(
+            model="sim-model",
+            messages=LOADGEN.PROMPT,
+            extra_headers={LOADGEN.TENANT_HEADER: "acme", "x-sim-output-tokens": str(TIGHT_BODY_BYTES // 4)},
+        )
+        done += 1
+    await api.close()
+
+
+async def measured(base_url: str, canary_url: str, totals: Usage, tight_url: str) -> None:
     """The demo's random mix for a few seconds on both proxies, alongside steady audited requests
     and drill mixes on the primary."""
     random.seed(1234)
@@ -305,6 +334,7 @@ async def measured(base_url: str, canary_url: str, totals: Usage) -> None:
         audit_loop(),
         drills.until(deadline),
         faults(api),
+        tight(tight_url, rounds=0, deadline=deadline),
     )
     await api.close()
     await drills.close()
@@ -406,32 +436,44 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
     price_file = workdir / "prices.yaml"
     price_file.write_text(PRICE_FILE)
-    registries = [CollectorRegistry(), CollectorRegistry()]
+    budget_file = workdir / "budgets.yaml"
+    budget_file.write_text(BUDGET_FILE)
+    registries = [CollectorRegistry(), CollectorRegistry(), CollectorRegistry()]
     with serve(create_simulator(SimConfig(ttft=0.02, chunk_gap=0.001))) as sim:
         routes = [
             Route(prefix=OPENAI_ROUTE, url=sim.url + "/v1", provider="openai"),
             Route(prefix=ANTHROPIC_ROUTE, url=sim.url, provider="anthropic"),
         ]
-        settings = Settings(upstream_url=sim.url + "/v1", price_file=price_file)
+        settings = Settings(upstream_url=sim.url + "/v1", price_file=price_file, budget_file=budget_file)
+        tight_settings = settings.model_copy(update={"max_series_per_metric": 10, "max_body_bytes": TIGHT_BODY_BYTES})
         apps = [
             create_app(s, registry=r, tracer_provider=TracerProvider(), otel_from_env=False, strict=True)
-            for s, r in zip((settings.model_copy(update={"routes": routes}), settings), registries, strict=True)
+            for s, r in zip(
+                (settings.model_copy(update={"routes": routes}), settings, tight_settings), registries, strict=True
+            )
         ]
-        with serve(apps[0]) as proxy, serve(apps[1]) as canary:
-            instances = {"llmobs": proxy.url.removeprefix("http://"), CANARY_JOB: canary.url.removeprefix("http://")}
-            config = retargeted_config(instances["llmobs"], also={CANARY_JOB: instances[CANARY_JOB]})
+        with serve(apps[0]) as proxy, serve(apps[1]) as canary, serve(apps[2]) as tight_proxy:
+            instances = {
+                "llmobs": proxy.url.removeprefix("http://"),
+                CANARY_JOB: canary.url.removeprefix("http://"),
+                TIGHT_JOB: tight_proxy.url.removeprefix("http://"),
+            }
+            config = retargeted_config(
+                instances["llmobs"], also={job: instances[job] for job in (CANARY_JOB, TIGHT_JOB)}
+            )
             prom = Prometheus(config, workdir).start()
             try:
                 base_url, canary_url = proxy.url + "/v1", canary.url + "/v1"
                 audit_all: Usage = {"tokens": 0.0, "cost": 0.0}
                 asyncio.run(warm_up(base_url, audit_all))
                 asyncio.run(warm_up_canary(canary_url))
+                asyncio.run(tight(tight_proxy.url + "/v1"))
                 settle(*apps)
                 wait_scraped(prom, registries)
                 tokens_before = exposed(registries, "llmobs_tokens_total", type="input|output")
                 start = time.time()
                 audit_window: Usage = {"tokens": 0.0, "cost": 0.0}
-                asyncio.run(measured(base_url, canary_url, audit_window))
+                asyncio.run(measured(base_url, canary_url, audit_window, tight_proxy.url + "/v1"))
                 settle(*apps)
                 wait_scraped(prom, registries)
                 end = time.time()
@@ -531,7 +573,7 @@ def variable_values(stack: Stack, filename: str, name: str, **variables: str) ->
 
 @pytest.mark.parametrize("filename", sorted(DASHBOARDS))
 def test_template_variable_queries_return_the_traffic_labels(stack: Stack, filename: str) -> None:
-    assert variable_values(stack, filename, "job") == {"llmobs", CANARY_JOB}
+    assert variable_values(stack, filename, "job") == {"llmobs", CANARY_JOB, TIGHT_JOB}
     assert variable_values(stack, filename, "instance") == set(stack.instances.values())
     # The default upstream's label is empty: Prometheus has no such value, only All matches it.
     assert variable_values(stack, filename, "upstream") == {OPENAI_ROUTE, ANTHROPIC_ROUTE}
@@ -593,8 +635,8 @@ def panel_series(stack: Stack, filename: str, title: str, **variables: str) -> l
 
 
 def test_upstreams_are_named_with_their_provider_once_across_replicas(stack: Stack) -> None:
-    # Both proxies export the default upstream's info: the join still finds one provider per upstream.
-    assert len(stack.prom.query('llmobs_upstream_info{upstream=""}')) == 2
+    # Every proxy exports the default upstream's info: the join still finds one provider per upstream.
+    assert len(stack.prom.query('llmobs_upstream_info{upstream=""}')) == 3
     for title in ("Requests / s by upstream", "Cost burn by upstream ($/h)"):
         series = panel_series(stack, "overview.json", title)
         named = [(s["metric"].get("upstream"), s["metric"].get("provider")) for s in series]
@@ -637,10 +679,64 @@ def test_latency_exemplars_carry_trace_ids(stack: Stack) -> None:
 def test_every_rule_evaluates_and_the_unpriced_model_alert_fires(stack: Stack) -> None:
     groups = stack.prom.api("rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 17
+    assert len(rules) == 25
     bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not bad, bad
     assert has_values(stack.prom.query("model:llmobs_requests:rate5m"))
     assert has_values(stack.prom.query("llmobs:cost_usd_per_hour:rate1h"))
     firing = stack.prom.query('ALERTS{alertname="LLMObsUnpricedModel", alertstate="firing"}')
     assert {a["metric"]["model"] for a in firing} == {"sim-reasoning-content"}
+
+
+def nonzero(series: dict[str, Any]) -> bool:
+    return any(float(v) > 0 for _, v in series.get("values") or [series["value"]])
+
+
+def test_rate_limit_panels_show_the_simulators_headers_and_the_429s(stack: Stack) -> None:
+    headroom = panel_series(stack, "overview.json", "Rate-limit headroom by upstream and model")
+    seen = {(s["metric"]["upstream"], s["metric"]["model"], s["metric"]["resource"]) for s in headroom}
+    # Each API's headers, through its route: OpenAI's two resources, Anthropic's four, Realtime's event.
+    assert {("/openai", "sim-reasoning", r) for r in ("requests", "tokens")} <= seen
+    assert {("/anthropic", CLAUDE, r) for r in ("requests", "tokens", "input_tokens", "output_tokens")} <= seen
+    assert {("/openai", "gpt-realtime", "tokens"), ("(default)", "sim-model", "tokens")} <= seen
+    assert all(0 <= float(v) <= 1 for s in headroom for _, v in s["values"])
+    # sim-ratelimit's 429 said no request was left.
+    assert ("(default)", "sim-ratelimit", "requests") in seen
+    assert stack.prom.scalar('max(llmobs_ratelimit_remaining{model="sim-ratelimit", resource="requests"})') == 0
+    resets = panel_series(stack, "overview.json", "Rate-limit reset by upstream and model")
+    assert resets and all(0 <= float(v) <= 61 for s in resets for _, v in s["values"])
+    limited = panel_series(stack, "model.json", "Rate-limited requests (429) / s by model")
+    assert {s["metric"]["model"] for s in limited if nonzero(s)} == {"sim-ratelimit", "sim-error-429"}
+    assert has_values(stack.prom.query("upstream_model:llmobs_ratelimit_remaining_tokens:ratio"))
+
+
+@pytest.mark.parametrize(("period", "title"), [("day", "Daily budget used"), ("month", "Monthly budget used")])
+def test_budget_panels_show_spend_against_the_budget_file(stack: Stack, period: str, title: str) -> None:
+    (panel,) = [p for p in DASHBOARDS["tenant.json"]["panels"] if p["title"].startswith(title)]
+    used = {
+        s["metric"]["tenant"]: float(s["value"][1])
+        for s in panel_series(stack, "tenant.json", base_title(panel["title"]))
+    }
+    assert set(used) == {tenant for tenant, periods in BUDGETS.items() if period in periods}
+    # Over the test's range (the dashboard's own is a day or 30 days): the audit tenant's spend.
+    assert used[AUDIT] == pytest.approx(stack.audit_window["cost"] / BUDGETS[AUDIT][period], rel=0.15)
+    budgets = stack.prom.query(f'max by (tenant) (llmobs_budget_usd{{period="{period}"}})')
+    assert {b["metric"]["tenant"]: float(b["value"][1]) for b in budgets} == {
+        tenant: periods[period] for tenant, periods in BUDGETS.items() if period in periods
+    }
+    assert has_values(stack.prom.query(f'tenant:llmobs_budget_used:ratio{{period="{period}"}}'))
+
+
+def test_proxy_health_panels_show_unread_responses_and_label_overflow(stack: Stack) -> None:
+    unread = panel_series(stack, "overview.json", "Unread responses / s by endpoint and reason")
+    # The SDK asks for gzip: the long answer would inflate past max_body_bytes, so it is not read.
+    assert {(s["metric"]["endpoint"], s["metric"]["reason"]) for s in unread if nonzero(s)} == {
+        ("chat_completions", "undecodable_body")
+    }
+    overflow = panel_series(stack, "overview.json", "Label overflow / s by metric")
+    folded = {s["metric"]["metric"] for s in overflow if nonzero(s)}
+    assert {"llmobs_requests", "llmobs_tokens", "llmobs_cost_usd"} <= folded
+    # Only the tight proxy folded or skipped anything: the primary's own figures are whole.
+    primary = stack.instances["llmobs"]
+    assert not stack.prom.query(f'llmobs_label_overflow_total{{instance="{primary}"}}')
+    assert panel_series(stack, "overview.json", "Label overflow / s by metric", instance=grafana_regex(primary))

@@ -139,6 +139,10 @@ class LLMObs:
             max_series=settings.max_series_per_metric,
             attribution_labels=tuple(settings.attribution_labels),
         )
+        if settings.budget_file is not None:
+            from llmobs.telemetry.budgets import read_budget_file
+
+            self.prometheus.budgets(read_budget_file(settings.budget_file))
         self.tracer_provider, self.meter_provider = tracer_provider, meter_provider
         if otel_from_env and tracer_provider is None and meter_provider is None:
             from llmobs.telemetry.otel_setup import providers_from_env

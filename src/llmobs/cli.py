@@ -33,6 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
             from llmobs.attribution import read_tenant_map
 
             read_tenant_map(settings.tenant_map_file)
+        if settings.budget_file is not None:
+            from llmobs.telemetry.budgets import read_budget_file
+
+            read_budget_file(settings.budget_file)
         from llmobs.telemetry.otel_setup import check_env
 
         check_env(os.environ)

@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     upstream_api_key: SecretStr | None = None  # replaces the client's key when set
     provider: str | None = None  # pricing / gen_ai.provider.name; inferred from the upstream host if unset
     price_file: Path | None = None  # YAML price overrides
+    budget_file: Path | None = None  # YAML: USD per tenant per day / month -> llmobs_budget_usd
     tenant_header: str = "x-llmobs-tenant"
     trust_tenant_header: bool = True  # off: the tenant comes from the key only
     tenant_salt: SecretStr | None = None  # HMAC secret for key fingerprints
@@ -243,6 +244,13 @@ class Settings(BaseSettings):
     @field_validator("price_file", "tenant_map_file")
     @classmethod
     def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {str(value)!r}")
+        return value
+
+    @field_validator("budget_file")
+    @classmethod
+    def _budget_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {str(value)!r}")
         return value

@@ -8,7 +8,7 @@ is the upstream's bytes, less only what stream_usage removes when llmobs asked f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,10 @@ class Accumulator(Protocol):
 
     info: RequestInfo
     reads_body: bool
+
+    def on_headers(self, headers: Sequence[tuple[bytes, bytes]], wall: float) -> None:
+        """The response head, before any of it is relayed; `wall` is time.time() then."""
+        ...
 
     def on_first_byte(self, now: float) -> None: ...
 

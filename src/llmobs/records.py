@@ -181,6 +181,20 @@ class Quality:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """One provider rate limit as a response reported it; None where the response did not say.
+
+    `resource` is `requests`, `tokens`, `input_tokens` or `output_tokens`; `reset_seconds` is
+    the time until `remaining` is back at `limit`.
+    """
+
+    resource: str
+    limit: float | None = None
+    remaining: float | None = None
+    reset_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """One finished request: everything the sinks record."""
 
@@ -196,6 +210,7 @@ class Observation:
     response_id: str | None = None
     error_type: str | None = None  # low-cardinality error class, for error.type
     proxy_overhead: float = 0.0  # seconds spent in the proxy itself
+    rate_limits: tuple[RateLimit, ...] = ()  # the upstream's rate-limit headers (or Realtime event)
     cost: Decimal | None = None  # USD, set by the recorder; None when the request could not be priced
     trace_id: str | None = None  # the request's span, set by the recorder when tracing
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. service tier, fingerprint

@@ -7,12 +7,14 @@ client receives is decided elsewhere (stream_usage).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from llmobs.apis.content import OutputCapture
 from llmobs.apis.quality import NOT_JUDGED, Judge
 from llmobs.jsonio import loads, too_complex
-from llmobs.records import Content, Observation, Outcome, Quality, RequestInfo, Timings, Usage, UsageSource
+from llmobs.ratelimits import from_headers
+from llmobs.records import Content, Observation, Outcome, Quality, RateLimit, RequestInfo, Timings, Usage, UsageSource
 from llmobs.sse import Event
 
 
@@ -52,6 +54,7 @@ class Accumulator:
     has_output = True  # the endpoint generates text (content capture applies)
     terminal_seen = False  # a stream's own end marker ([DONE], a terminal event) arrived
     judges = False  # the endpoint answers in text and tool calls: count the calls, judge the answer
+    rate_limits: tuple[RateLimit, ...] = ()  # what the response head said of the provider's limits
 
     def __init__(self, info: RequestInfo, start: float) -> None:
         self.info = info
@@ -79,6 +82,10 @@ class Accumulator:
         return Judge(self.info.expects_json)
 
     # --- feeding -------------------------------------------------------------
+
+    def on_headers(self, headers: Sequence[tuple[bytes, bytes]], wall: float) -> None:
+        """The response head arrived: note the provider's rate-limit headers (`wall`: time.time())."""
+        self.rate_limits = from_headers(headers, wall)
 
     def on_first_byte(self, now: float) -> None:
         """The first body byte arrived from upstream."""
@@ -149,6 +156,7 @@ class Accumulator:
             response_id=self.response_id,
             error_type=error,
             proxy_overhead=proxy_overhead,
+            rate_limits=self.rate_limits,
             extra=self.extra,
             output_content=self._output_content(outcome),
             tool_calls=self.judge.names() if self.judge is not None else (),

@@ -3,8 +3,9 @@
 The server's events are JSON text frames. Most are large and many (audio deltas carry
 base64 audio), so a frame's `type` is read off its first bytes and only the few that matter
 are decoded: `session.created` / `session.updated` (the model), `response.created` (a
-response begins), the first output delta of a response (its time to first token),
-`response.done` (usage, status) and `error`. Client frames are counted, never decoded.
+response begins), `rate_limits.updated` (the provider's limits, carried by the responses that
+end next), the first output delta of a response (its time to first token), `response.done`
+(usage, status) and `error`. Client frames are counted, never decoded.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from genai_prices import extract_usage
 
 from llmobs.apis.base import count, error_type, loads_object
 from llmobs.observe import Begun, Finished
-from llmobs.records import Observation, Outcome, RequestInfo, Timings, Usage, UsageSource
+from llmobs.ratelimits import from_realtime
+from llmobs.records import Observation, Outcome, RateLimit, RequestInfo, Timings, Usage, UsageSource
 
 # The type is the first field the API writes; the bound keeps the search off base64 audio.
 _TYPE = re.compile(rb'"type"\s*:\s*"([a-z_.]{1,64})"')
@@ -75,6 +77,7 @@ class RealtimeSession:
         self.model = info.model
         self.open: dict[str, _Response] = {}
         self._events: list[Begun | Finished] = []
+        self.rate_limits: tuple[RateLimit, ...] = ()  # the latest rate_limits.updated, for what ends next
 
     def client_frame(self, data: bytes | str, now: float) -> None:
         """Client events (audio, session updates, response.create) need no accounting."""
@@ -102,6 +105,10 @@ class RealtimeSession:
             response_id = _response_id(obj)
             if obj is not None and response_id is not None:
                 self._done(response_id, obj["response"], now)
+        elif kind == b"rate_limits.updated":
+            obj = loads_object(raw)
+            if obj is not None:
+                self.rate_limits = from_realtime(obj.get("rate_limits")) or self.rate_limits
         elif kind in _SESSION:
             obj = loads_object(raw)
             session = obj.get("session") if obj is not None else None
@@ -173,6 +180,7 @@ class RealtimeSession:
             estimated_output_tokens=(state.deltas or None) if interrupted else None,
             response_model=self.model,
             error_type=outcome.value if interrupted else None,
+            rate_limits=self.rate_limits,
         )
 
 

@@ -88,6 +88,10 @@ SESSIONS = _m(n.SESSIONS, C, "endpoint close_code outcome upstream", "sessions",
 SESSION_DURATION = _m(n.SESSION_DURATION, H, "endpoint", "seconds", "session length")
 FRAMES = _m(n.FRAMES, C, "endpoint direction", "frames", "frames")
 FRAME_BYTES = _m(n.FRAME_BYTES, C, "endpoint direction", "bytes", "frame bytes")
+RATELIMIT_LIMIT = _m(n.RATELIMIT_LIMIT, G, "upstream model resource", "requests or tokens", "rate limit")
+RATELIMIT_REMAINING = _m(n.RATELIMIT_REMAINING, G, "upstream model resource", "requests or tokens", "headroom")
+RATELIMIT_RESET = _m(n.RATELIMIT_RESET, G, "upstream model resource", "seconds", "limit reset")
+BUDGET_USD = _m(n.BUDGET_USD, G, "tenant period", "US dollars", "budget")
 
 METRICS: tuple[Metric, ...] = (
     REQUESTS,
@@ -119,6 +123,10 @@ METRICS: tuple[Metric, ...] = (
     SESSION_DURATION,
     FRAMES,
     FRAME_BYTES,
+    RATELIMIT_LIMIT,
+    RATELIMIT_REMAINING,
+    RATELIMIT_RESET,
+    BUDGET_USD,
 )
 BY_SERIES = {series: metric for metric in METRICS for series in metric.exposed}
 _SERIES_NAME = re.compile(r"\bllmobs_[a-z0-9_]+\b")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
-from llmobs.dashboards import media, realtime
+from llmobs.dashboards import media, ratelimits, realtime
 from llmobs.dashboards import metrics as mt
 from llmobs.dashboards.measures import (
     ERROR_STEPS,
@@ -278,6 +278,7 @@ def model_drilldown() -> db.Dashboard:
         [
             ("At a glance", glance()),
             ("Traffic", traffic()),
+            ("Rate limits", ratelimits.ratelimit_panels()),
             ("Latency", latency()),
             ("Tokens", tokens()),
             ("Why generations stop", finish()),

@@ -35,7 +35,8 @@ from llmobs.dashboards.panels import (
     ts,
     with_rows,
 )
-from llmobs.dashboards.promql import count, gauge_sum, increase_sum, or_zero, quantile, rate_sum, topk
+from llmobs.dashboards.promql import count, else_zero, gauge_sum, increase_sum, or_zero, quantile, rate_sum, topk
+from llmobs.dashboards.ratelimits import ratelimit_panels
 from llmobs.dashboards.realtime import realtime_panels
 from llmobs.dashboards.upstreams import upstream_panels
 
@@ -351,6 +352,26 @@ def health() -> list[Panel]:
             thresholds=((None, "green"), (0.001, "red")),
             size=(24, 6),
         ),
+        ts(
+            "Unread responses / s by endpoint and reason",
+            "Responses relayed to the client but not read for accounting, so their usage and cost are missing: "
+            "undecodable_body (corrupt or bomb-sized compression), body_too_large (max_body_bytes, or the "
+            "buffered-bytes budget), event_too_large (one SSE event over max_event_bytes).",
+            "reqps",
+            query(else_zero(rate_sum(mt.UNREAD_RESPONSES, "endpoint, reason")), "{{endpoint}} {{reason}}"),
+            thresholds=((None, "green"), (0.001, "orange")),
+            size=(12, 6),
+        ),
+        ts(
+            "Label overflow / s by metric",
+            "Observations recorded with their model, tenant and attribution labels folded into 'other' because "
+            "their metric family had used its series budget (max_series_per_metric): sums stay exact, the split "
+            "by model or tenant does not.",
+            "cps",
+            query(else_zero(rate_sum(mt.LABEL_OVERFLOW, "metric")), "{{metric}}"),
+            thresholds=((None, "green"), (0.001, "orange")),
+            size=(12, 6),
+        ),
     ]
 
 
@@ -378,6 +399,7 @@ def overview() -> db.Dashboard:
             ("At a glance", glance()),
             ("Traffic", traffic()),
             ("Providers and upstreams", upstream_panels()),
+            ("Rate limits", ratelimit_panels()),
             ("Latency", latency()),
             ("Why generations stop", finish()),
             ("Cost and caching", spend()),

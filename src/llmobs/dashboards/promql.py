@@ -74,6 +74,16 @@ def gauge_sum(metric: Metric, by: str = "", *matchers: str) -> str:
     return f"sum{grouping(metric, by)}({selector(metric, *matchers)})"
 
 
+def gauge_min(metric: Metric, by: str = "", *matchers: str) -> str:
+    """`min by (by) (gauge{...})`: the lowest any instance reports (headroom: the tightest)."""
+    return f"min{grouping(metric, by)}({selector(metric, *matchers)})"
+
+
+def gauge_max(metric: Metric, by: str = "", *matchers: str) -> str:
+    """`max by (by) (gauge{...})`: one value for a figure every instance reports alike (a limit, a budget)."""
+    return f"max{grouping(metric, by)}({selector(metric, *matchers)})"
+
+
 def count(metric: Metric, by: str = "", *matchers: str) -> str:
     """How many series of `metric` match (for an info gauge: how many processes export it)."""
     return f"count{grouping(metric, by)}({selector(metric, *matchers)})"
@@ -112,6 +122,11 @@ def per_hour(expr: str) -> str:
 def or_zero(expr: str) -> str:
     """Counters with labels appear only after their first increment: show 0, not 'No data'."""
     return f"{expr} or vector(0)"
+
+
+def else_zero(expr: str) -> str:
+    """`expr`, or one 0 when it has no series at all; unlike `or_zero`, never a 0 beside real series."""
+    return f"{expr} or on () vector(0)"
 
 
 def topk(k: int, expr: str) -> str:

@@ -30,8 +30,12 @@ from llmobs.dashboards.panels import (
     ts,
     with_rows,
 )
-from llmobs.dashboards.promql import RANGE, increase_sum, or_zero, rate_sum, topk, zero_where
+from llmobs.dashboards.promql import RANGE, gauge_max, increase_sum, or_zero, rate_sum, ratio, topk, zero_where
 
+# The budget alerts: LLMBudget80PercentUsed, then LLMBudgetExceeded.
+BUDGET_STEPS = ((None, "green"), (0.8, "orange"), (1, "red"))
+# A budget's rolling window (deploy/prometheus/rules.yml): each panel shows its own, whatever the range.
+BUDGET_WINDOWS = {"day": ("Daily", "24h", "24 hours"), "month": ("Monthly", "30d", "30 days")}
 TOKEN_COLUMNS = {"Input": "input", "Output": "output", "Cache read": "cache_read", "Cache write": "cache_write"}
 
 
@@ -125,6 +129,29 @@ def spend() -> list[Panel]:
             size=(12, 8),
         ),
     ]
+
+
+def budget_used(period: str) -> Panel:
+    """Spend over the period's rolling window as a share of each tenant's budget for it."""
+    name, window, words = BUDGET_WINDOWS[period]
+    used = ratio(cost("tenant"), gauge_max(mt.BUDGET_USD, "tenant", f'period="{period}"'))
+    return bars(
+        f"{name} budget used (last {words})",
+        f"Dollars each tenant spent over the last {words} (this panel's own time range, the rolling window "
+        f"of the budget alerts) as a share of its {name.lower()} budget from the budget file: 80% raises "
+        "LLMBudget80PercentUsed, 100% LLMBudgetExceeded. Tenants without a budget are not shown. llmobs only "
+        "observes: nothing is blocked.",
+        "percentunit",
+        used,
+        "{{tenant}}",
+        BUDGET_STEPS,
+        size=(12, 8),
+    ).time_from(window)
+
+
+def budgets() -> list[Panel]:
+    """Spend against the budget file, per tenant and period."""
+    return [budget_used("day"), budget_used("month")]
 
 
 def models() -> list[Panel]:
@@ -237,6 +264,7 @@ def tenant_dashboard() -> db.Dashboard:
             ("At a glance", glance()),
             ("Tenants", tenants()),
             ("Spend", spend()),
+            ("Budgets", budgets()),
             ("Top models", models()),
             ("Tokens", tokens()),
             ("Media and Realtime", media_and_realtime()),

@@ -414,6 +414,10 @@ class Exchange:
         self.status = resp.status
         if resp.status >= 400:
             self.outcome = Outcome.UPSTREAM_ERROR
+        try:
+            acc.on_headers(resp.headers, time.time())  # rate-limit headroom: a 429's head says most
+        except Exception:  # noqa: BLE001 - accounting never breaks traffic; counted
+            self._accounting_failed()
         headers = hp.with_defaults(hp.response_headers(resp.headers, drop=drop), int(time.time()))
         await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
         send = self.send

@@ -34,6 +34,10 @@ LABEL_OVERFLOW = "llmobs_label_overflow"
 TOOL_CALLS = "llmobs_tool_calls"
 REQUEST_TOOLS = "llmobs_request_tools"
 QUALITY_ISSUES = "llmobs_quality_issues"
+RATELIMIT_LIMIT = "llmobs_ratelimit_limit"
+RATELIMIT_REMAINING = "llmobs_ratelimit_remaining"
+RATELIMIT_RESET = "llmobs_ratelimit_reset_seconds"
+BUDGET_USD = "llmobs_budget_usd"
 
 
 def total(name: str) -> str:
@@ -69,6 +73,7 @@ TOKEN_TYPES = (
     "output_audio",
     "output_image",
 )
+BUDGET_PERIODS = ("day", "month")  # the `period` of llmobs_budget_usd
 FINISH_REASON_VALUES = ("stop", "length", "tool_calls", "content_filter", "function_call")
 QUALITY_ISSUE_VALUES = ("invalid_json", "empty_answer", "refusal")
 OTHER = "other"  # the value a bounded label takes once its budget is spent

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -159,6 +161,39 @@ class PrometheusSink:
             "Observations recorded under `other` because their metric had used its series budget.",
             ("metric",),
         )
+        # The upstream's own rate-limit figures, as its latest response said: the newest value wins
+        # across workers too. `model` as on requests (bounded, folded past the series budget).
+        limits = ("upstream", "model", "resource")
+        self.ratelimit_limit = Gauge(
+            n.RATELIMIT_LIMIT,
+            "The upstream's rate limit per resource (requests, tokens, ...), as its latest response said.",
+            limits,
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.ratelimit_remaining = Gauge(
+            n.RATELIMIT_REMAINING,
+            "What the upstream's latest response said remains of its rate limit per resource.",
+            limits,
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.ratelimit_reset = Gauge(
+            n.RATELIMIT_RESET,
+            "Seconds until the upstream's rate limit is back at its limit, as its latest response said.",
+            limits,
+            registry=registry,
+            multiprocess_mode="mostrecent",
+            unit=unit_of(n.RATELIMIT_RESET),
+        )
+        self.budget = Gauge(
+            n.BUDGET_USD,
+            "Spending budget in US dollars per tenant and period (day, month), from the budget file.",
+            ("tenant", "period"),
+            registry=registry,
+            multiprocess_mode="max",
+            unit=unit_of(n.BUDGET_USD),
+        )
         self._in_flight = {endpoint: self.in_flight.labels(endpoint) for endpoint in n.ENDPOINTS}
         self._warned: set[str] = set()
         self.labels = {**_LABELS, **{m: (*_LABELS[m], *who) for m in _WHO}}
@@ -188,6 +223,12 @@ class PrometheusSink:
     def upstream(self, name: str, provider: str | None, host: str) -> None:
         """Declare an upstream (route) behind the proxy, for dashboards to split by provider."""
         self.upstream_info.labels(name, provider or "", host).set(1)
+
+    def budgets(self, budgets: Mapping[str, Mapping[str, Decimal]]) -> None:
+        """Publish the budget file: USD per tenant (as the `tenant` label shows it) and period."""
+        for tenant, periods in budgets.items():
+            for period, usd in periods.items():
+                self.budget.labels(tenant, period).set(float(usd))
 
     def session_started(self, endpoint: str) -> None:
         self.sessions_open.labels(endpoint).inc()
@@ -259,7 +300,20 @@ class PrometheusSink:
         for issue in obs.quality.issues():
             ops.append((series.get("quality_issues", issue).inc, 1, None))
         self._usage(obs, series, ops)
+        self._rate_limits(obs, series, ops)
         return ops
+
+    def _rate_limits(
+        self, obs: Observation, series: _Series, ops: list[tuple[Any, float, dict[str, str] | None]]
+    ) -> None:
+        for limit in obs.rate_limits:
+            for metric, value in (
+                ("ratelimit_limit", limit.limit),
+                ("ratelimit_remaining", limit.remaining),
+                ("ratelimit_reset", limit.reset_seconds),
+            ):
+                if value is not None:
+                    ops.append((_setter(series.get(metric, limit.resource)), value, None))
 
     def _usage(self, obs: Observation, series: _Series, ops: list[tuple[Any, float, dict[str, str] | None]]) -> None:
         if obs.usage_source is UsageSource.MISSING:
@@ -339,7 +393,7 @@ _FOLDED_EXTRA = frozenset({"finish_reasons", "tool_calls"})  # their own label (
 
 
 # The labels each per-request metric takes, in order; "extra" is the metric's own last label
-# (token type, finish reason, tool name, quality issue).
+# (token type, finish reason, tool name, quality issue, rate-limit resource).
 _LABELS: dict[str, tuple[str, ...]] = {
     "duration": ("endpoint", "model", "stream"),
     "overhead": ("endpoint",),
@@ -358,7 +412,15 @@ _LABELS: dict[str, tuple[str, ...]] = {
     "quality_issues": ("endpoint", "model", "extra"),
     "cost": ("model", "tenant", "upstream"),
     "unpriced": ("model",),
+    "ratelimit_limit": ("upstream", "model", "extra"),
+    "ratelimit_remaining": ("upstream", "model", "extra"),
+    "ratelimit_reset": ("upstream", "model", "extra"),
 }
+
+
+def _setter(gauge: Any) -> Any:
+    """`gauge.set` in the shape of the other operations: (value, exemplar)."""
+    return lambda value, exemplar: gauge.set(value)
 
 
 class _Series:

@@ -1,0 +1,78 @@
+"""The budget file: US dollars per tenant per day or month, read once at start.
+
+llmobs only publishes the budgets (`llmobs_budget_usd{tenant, period}`); Prometheus rules
+compare them with spend. Nothing is ever blocked. The file is checked as strictly as the price
+file (same YAML rules: numbers exact, duplicate keys refused), and every error names the file
+and the entry.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import yaml
+
+from llmobs.telemetry.names import BUDGET_PERIODS
+from llmobs.telemetry.pricing import _Number, _PriceFileLoader
+
+MAX_TENANT = 128  # characters: a longer tenant never appears in the `tenant` label (it becomes `other`)
+
+Budgets = dict[str, dict[str, Decimal]]  # tenant -> period -> USD
+
+
+class BudgetFileError(ValueError):
+    """A budget file that cannot be used; the message names the file and the entry."""
+
+
+def read_budget_file(path: Path) -> Budgets:
+    """Parse and validate `budgets: {<tenant>: {day: 50, month: 1000}, ...}`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BudgetFileError(f"budget file {path}: cannot read it: {exc}") from exc
+    try:
+        document = yaml.load(text, Loader=_PriceFileLoader)
+    except yaml.YAMLError as exc:
+        raise BudgetFileError(f"budget file {path}: invalid YAML: {exc}") from exc
+    if not isinstance(document, dict) or set(document) != {"budgets"}:
+        raise BudgetFileError(f"budget file {path}: expected a mapping with the single key 'budgets'")
+    tenants = document["budgets"]
+    if not isinstance(tenants, dict):
+        raise BudgetFileError(f"budget file {path}: 'budgets' must map tenant names to budgets")
+    return {_tenant(path, name): _periods(path, str(name), entry) for name, entry in tenants.items()}
+
+
+def _tenant(path: Path, name: object) -> str:
+    # `_Number` is a str: a tenant written `2024:` keeps its text.
+    if not isinstance(name, str) or not name or len(name) > MAX_TENANT:
+        raise BudgetFileError(
+            f"budget file {path}: tenant {name!r} must be a name of 1 to {MAX_TENANT} characters, "
+            "as the tenant label shows it"
+        )
+    return str(name)
+
+
+def _periods(path: Path, tenant: str, entry: object) -> dict[str, Decimal]:
+    where = f"budget file {path}: tenant {tenant!r}"
+    allowed = ", ".join(BUDGET_PERIODS)
+    if not isinstance(entry, dict) or not entry:
+        raise BudgetFileError(f"{where}: expected a mapping of periods ({allowed}) to US dollars, got {entry!r}")
+    unknown = sorted(str(key) for key in entry if key not in BUDGET_PERIODS)
+    if unknown:
+        raise BudgetFileError(f"{where}: unknown period(s) {', '.join(unknown)} (allowed: {allowed})")
+    return {str(period): _usd(where, str(period), value) for period, value in entry.items()}
+
+
+def _usd(where: str, period: str, value: object) -> Decimal:
+    """A non-negative, finite number of US dollars, exactly as written."""
+    if not isinstance(value, _Number):
+        hint = "; write numbers unquoted" if isinstance(value, str) else ""
+        raise BudgetFileError(f"{where}: {period} must be a number (US dollars), got {value!r}{hint}")
+    try:
+        usd = Decimal(value)
+    except InvalidOperation:
+        usd = Decimal("NaN")
+    if not usd.is_finite() or usd < 0:
+        raise BudgetFileError(f"{where}: {period} must be a finite number >= 0, got {str(value)!r}")
+    return usd
