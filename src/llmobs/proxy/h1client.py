@@ -22,6 +22,7 @@ import aiohappyeyeballs
 import httptools
 
 from llmobs.proxy.upstream import (
+    PeekableBody,
     Timeouts,
     UpstreamBadResponse,
     UpstreamBroken,
@@ -305,14 +306,14 @@ class Connection(asyncio.Protocol):
             self.timer = None
 
 
-class H1Response:
+class H1Response(PeekableBody):
     """Status, raw headers and a chunk iterator over the undecoded body."""
 
-    __slots__ = ("_conn", "_head", "status", "headers")
+    __slots__ = ("_conn", "status", "headers")
 
     def __init__(self, conn: Connection) -> None:
+        super().__init__()
         self._conn: Connection | None = conn
-        self._head = b""  # bytes read by peek(), handed out first by chunks()
         self.status: int = conn.status
         self.headers: list[tuple[bytes, bytes]] = conn.headers
 
@@ -320,15 +321,6 @@ class H1Response:
     def buffered(self) -> int:
         """Body bytes received and not yet handed out (bounded by backpressure)."""
         return self._conn.buffered if self._conn is not None else 0
-
-    async def peek(self, size: int) -> bytes:
-        """Read up to about `size` bytes of the body without consuming them for chunks()."""
-        while len(self._head) < size:
-            chunk = await self._read()
-            if not chunk:
-                break
-            self._head += chunk
-        return self._head
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive, still content-encoded; several reads come as one when queued."""

@@ -106,16 +106,14 @@ def make_upstream(
     return Upstream(url, timeouts=timeouts, max_connections=max_connections, ssl_context=ssl_context)
 
 
-class UpstreamResponse:
-    """Status, raw headers and a chunk iterator over the undecoded body."""
+class PeekableBody:
+    """A response body that can be looked into before it is relayed: peek() keeps what it read
+    in `_head`, which chunks() hands out first. Subclasses supply `_read()`."""
 
-    __slots__ = ("_resp", "_head", "status", "headers")
+    __slots__ = ("_head",)
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self._head = b""  # bytes read by peek(), handed out first by chunks()
-        self.status: int = resp.status
-        self.headers: tuple[tuple[bytes, bytes], ...] = resp.raw_headers
+    def __init__(self) -> None:
+        self._head = b""
 
     async def peek(self, size: int) -> bytes:
         """Read up to about `size` bytes of the body without consuming them for chunks()."""
@@ -125,6 +123,22 @@ class UpstreamResponse:
                 break
             self._head += chunk
         return self._head
+
+    async def _read(self) -> bytes:
+        """The next bytes of the body; b"" at its end."""
+        raise NotImplementedError
+
+
+class UpstreamResponse(PeekableBody):
+    """Status, raw headers and a chunk iterator over the undecoded body."""
+
+    __slots__ = ("_resp", "status", "headers")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        super().__init__()
+        self._resp = resp
+        self.status: int = resp.status
+        self.headers: tuple[tuple[bytes, bytes], ...] = resp.raw_headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive, still content-encoded."""
