@@ -105,7 +105,10 @@ def test_fingerprints_show_as_team_names(upstream: Any, make_proxy: Callable[...
         ("teams: {}\n", "single key 'tenants'"),
         ("tenants:\n  search: team\n", "'search' is not a key fingerprint"),
         ("tenants:\n  key-0123456789: ''\n", "1 to 128 characters"),
-        ("tenants: [\n", "cannot read it"),
+        ("tenants: [\n", "invalid YAML"),
+        ("tenants: key-\n", "'tenants' must map key fingerprints to names"),
+        # PyYAML would keep the second line silently: a copied line must not rename a tenant.
+        ("tenants:\n  key-0123456789: a\n  key-0123456789: b\n", "duplicate key 'key-0123456789'"),
     ],
 )
 def test_a_bad_tenant_map_is_named(tmp_path: Path, text: str, message: str) -> None:
@@ -113,6 +116,12 @@ def test_a_bad_tenant_map_is_named(tmp_path: Path, text: str, message: str) -> N
     path.write_text(text)
     with pytest.raises(TenantMapError, match=message):
         read_tenant_map(path)
+
+
+def test_a_tenant_name_written_as_a_number_keeps_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text("tenants:\n  key-0123456789: 007\n  key-abcdefabcd: 1e3\n")
+    assert read_tenant_map(path) == {"key-0123456789": "007", "key-abcdefabcd": "1e3"}
 
 
 def test_attribution_labels_must_name_an_attribution_header() -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from llmobs.yamlfile import read_section
 
 KEY_PREFIX = "key-"  # fingerprints start with it; a tenant header may not (it would pose as a key)
 
@@ -84,14 +84,9 @@ class TenantMapError(ValueError):
 
 def read_tenant_map(path: Path) -> dict[str, str]:
     """`tenants: {key-1a2b3c4d5e: search-team, ...}`: key fingerprints to the names dashboards show."""
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise TenantMapError(f"tenant map {path}: cannot read it: {exc}") from None
-    if not isinstance(document, dict) or set(document) != {"tenants"} or not isinstance(document["tenants"], dict):
-        raise TenantMapError(f"tenant map {path}: expected a mapping with the single key 'tenants'")
+    tenants = read_section(path, "tenants", what="tenant map", maps="key fingerprints to names", error=TenantMapError)
     mapping: dict[str, str] = {}
-    for key, name in document["tenants"].items():
+    for key, name in tenants.items():
         if not isinstance(key, str) or not key.startswith(KEY_PREFIX):
             raise TenantMapError(f"tenant map {path}: {key!r} is not a key fingerprint (key-...)")
         if not isinstance(name, str) or not name.strip() or len(name) > 128:

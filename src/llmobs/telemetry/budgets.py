@@ -11,10 +11,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-import yaml
-
 from llmobs.telemetry.names import BUDGET_PERIODS
-from llmobs.telemetry.pricing import _Number, _PriceFileLoader
+from llmobs.yamlfile import Number, read_section
 
 MAX_TENANT = 128  # characters: a longer tenant never appears in the `tenant` label (it becomes `other`)
 
@@ -27,24 +25,12 @@ class BudgetFileError(ValueError):
 
 def read_budget_file(path: Path) -> Budgets:
     """Parse and validate `budgets: {<tenant>: {day: 50, month: 1000}, ...}`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BudgetFileError(f"budget file {path}: cannot read it: {exc}") from exc
-    try:
-        document = yaml.load(text, Loader=_PriceFileLoader)
-    except yaml.YAMLError as exc:
-        raise BudgetFileError(f"budget file {path}: invalid YAML: {exc}") from exc
-    if not isinstance(document, dict) or set(document) != {"budgets"}:
-        raise BudgetFileError(f"budget file {path}: expected a mapping with the single key 'budgets'")
-    tenants = document["budgets"]
-    if not isinstance(tenants, dict):
-        raise BudgetFileError(f"budget file {path}: 'budgets' must map tenant names to budgets")
+    tenants = read_section(path, "budgets", what="budget file", maps="tenant names to budgets", error=BudgetFileError)
     return {_tenant(path, name): _periods(path, str(name), entry) for name, entry in tenants.items()}
 
 
 def _tenant(path: Path, name: object) -> str:
-    # `_Number` is a str: a tenant written `2024:` keeps its text.
+    # `Number` is a str: a tenant written `2024:` keeps its text.
     if not isinstance(name, str) or not name or len(name) > MAX_TENANT:
         raise BudgetFileError(
             f"budget file {path}: tenant {name!r} must be a name of 1 to {MAX_TENANT} characters, "
@@ -66,7 +52,7 @@ def _periods(path: Path, tenant: str, entry: object) -> dict[str, Decimal]:
 
 def _usd(where: str, period: str, value: object) -> Decimal:
     """A non-negative, finite number of US dollars, exactly as written."""
-    if not isinstance(value, _Number):
+    if not isinstance(value, Number):
         hint = "; write numbers unquoted" if isinstance(value, str) else ""
         raise BudgetFileError(f"{where}: {period} must be a number (US dollars), got {value!r}{hint}")
     try:

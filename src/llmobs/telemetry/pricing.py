@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-import yaml
 from genai_prices.data import providers as BUNDLED_PROVIDERS
 from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
 from genai_prices.types import Usage as GenaiUsage
 
 from llmobs.records import Usage
 from llmobs.telemetry import providers
+from llmobs.yamlfile import Number, read_section
 
 log = logging.getLogger(__name__)
 
@@ -254,57 +252,14 @@ def _find_by_family(model: str) -> Match | None:
 # ---- the price file --------------------------------------------------------------------
 
 
-class _Number(str):
-    """A YAML int or float scalar kept as written, so it becomes an exact Decimal."""
-
-
-class _PriceFileLoader(yaml.SafeLoader):
-    """Safe loading, numbers kept as text, and duplicate keys rejected (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
-                    )
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
-
-
-def _construct_number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Number:
-    return _Number(node.value)
-
-
-_PriceFileLoader.add_constructor("tag:yaml.org,2002:int", _construct_number)
-_PriceFileLoader.add_constructor("tag:yaml.org,2002:float", _construct_number)
-# YAML 1.1 (PyYAML) reads `1e-6` as a string; read it as the number YAML 1.2 and users expect.
-_PriceFileLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
 def read_price_file(path: Path) -> dict[str, ModelRates]:
     """Parse and validate a price file: `models: {name: {input, output, cache_read?, ...}}`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PriceFileError(f"price file {path}: cannot read it: {exc}") from exc
-    try:
-        document = yaml.load(text, Loader=_PriceFileLoader)
-    except yaml.YAMLError as exc:
-        raise PriceFileError(f"price file {path}: invalid YAML: {exc}") from exc
-    if not isinstance(document, dict) or set(document) != {"models"}:
-        raise PriceFileError(f"price file {path}: expected a mapping with the single key 'models'")
-    models = document["models"]
-    if not isinstance(models, dict):
-        raise PriceFileError(f"price file {path}: 'models' must map model names to prices")
+    models = read_section(path, "models", what="price file", maps="model names to prices", error=PriceFileError)
     return {_model_name(path, name): _model_rates(path, str(name), entry) for name, entry in models.items()}
 
 
 def _model_name(path: Path, name: object) -> str:
-    if not isinstance(name, str) or not name:  # `_Number` is a str: `3.5:` keeps its text
+    if not isinstance(name, str) or not name:  # `Number` is a str: `3.5:` keeps its text
         raise PriceFileError(f"price file {path}: model name {name!r} must be a non-empty string")
     return str(name)
 
@@ -332,7 +287,7 @@ def _model_rates(path: Path, model: str, entry: object) -> ModelRates:
 
 def _price(where: str, key: str, value: object) -> Decimal:
     """A non-negative, finite USD-per-million price, exactly as written."""
-    if not isinstance(value, _Number):
+    if not isinstance(value, Number):
         hint = "; write numbers unquoted" if isinstance(value, str) else ""
         raise PriceFileError(f"{where}: {key} must be a number (USD per million tokens), got {value!r}{hint}")
     try:
