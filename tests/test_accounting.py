@@ -9,9 +9,9 @@ import pytest
 
 from llmobs.apis.openai_common import parse_usage
 from llmobs.apis.table import ENDPOINTS, OTHER, classify
-from llmobs.observe import ResponseObserver
 from llmobs.records import Outcome, RequestInfo, Usage, UsageSource
 from llmobs.telemetry.pricing import PriceTable
+from observing import sse_observer
 
 
 def sse(*payloads: Any, event_names: bool = False) -> bytes:
@@ -71,18 +71,7 @@ def run_stream(request: RequestInfo, pieces: list[bytes], *, strip: bool = False
     """Feed pieces at t = 1, 2, 3, ...; return the observation and the relayed bytes."""
     spec = next(e for e in [*ENDPOINTS.values(), OTHER] if e.name == request.endpoint)
     acc = spec.observe(request, 0.0)
-
-    def failed() -> None:
-        raise AssertionError("accounting failed")
-
-    observer = ResponseObserver(
-        acc,
-        content_type=b"text/event-stream",
-        content_encoding=b"",
-        cut_usage=strip,
-        body_limit=1 << 20,
-        on_failure=failed,
-    )
+    observer = sse_observer(acc, cut_usage=strip)
     relayed = b""
     for t, piece in enumerate(pieces, start=1):
         if observer.cutting:

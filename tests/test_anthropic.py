@@ -29,8 +29,8 @@ from llmobs.apis.anthropic_messages import ATTR_CACHE_1H, ATTR_CACHE_5M
 from llmobs.apis.table import ENDPOINTS, OTHER, classify
 from llmobs.attribution import fingerprint
 from llmobs.dev.harness import ServerThread
-from llmobs.observe import ResponseObserver
 from llmobs.records import Observation, Outcome, RequestInfo, Usage, UsageSource
+from observing import sse_observer
 
 MESSAGES = ENDPOINTS["messages"]
 MODEL = "claude-haiku-4-5"  # genai-prices: $1 in, $5 out, $0.10 cache read, $1.25 5m write, $2 1h write per MTok
@@ -107,18 +107,7 @@ def info(stream: bool = True, capture: bool = False) -> RequestInfo:
 def run_stream(pieces: list[bytes], *, capture: bool = False, outcome: Outcome = Outcome.COMPLETED) -> Observation:
     """Feed pieces at t = 1, 2, 3, ... through the real observer; finish at t = len + 1."""
     acc = MESSAGES.observe(info(capture=capture), 0.0)
-
-    def failed() -> None:
-        raise AssertionError("accounting failed")
-
-    observer = ResponseObserver(
-        acc,
-        content_type=b"text/event-stream",
-        content_encoding=b"",
-        cut_usage=False,
-        body_limit=1 << 20,
-        on_failure=failed,
-    )
+    observer = sse_observer(acc)
     for t, piece in enumerate(pieces, start=1):
         observer.feed(piece, float(t))
     observer.close()

@@ -31,6 +31,7 @@ from llmobs.sim import SimConfig
 from llmobs.sim import create_app as create_simulator
 from llmobs.sim.openai_media import PNG_1X1, speech_audio
 from llmobs.sse import Event
+from observing import sse_observer
 
 WAV_1_5_S = bytes(48_000)  # the simulator: 1.5 s at 32,000 bytes/s; 15 audio tokens at 3,200 bytes each
 CT = b"multipart/form-data; boundary=XyZ"
@@ -223,14 +224,7 @@ def observe_body(acc: Any, body: bytes, status: int = 200) -> Observation:
 
 def feed_stream(acc: Any, stream: bytes, splits: list[int] | None = None) -> Observation:
     """Feed `stream` through the real ResponseObserver, cut at `splits`, one clock tick per chunk."""
-    observer = ResponseObserver(
-        acc,
-        content_type=b"text/event-stream",
-        content_encoding=b"",
-        cut_usage=False,
-        body_limit=1 << 24,
-        on_failure=lambda: pytest.fail("accounting failed"),
-    )
+    observer = sse_observer(acc, body_limit=1 << 24)
     cuts = [0, *(splits or []), len(stream)]
     for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
         observer.feed(stream[a:b], 10.0 + i)

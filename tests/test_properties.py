@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmobs.apis.openai_chat import ChatAccumulator
-from llmobs.observe import ResponseObserver
 from llmobs.records import Observation, Outcome, RequestInfo, UsageSource
 from llmobs.sse import SSEDecoder
+from observing import sse_observer
 
 EOLS = (b"\n", b"\r\n", b"\r")
 
@@ -124,18 +124,7 @@ def test_any_chunking_of_a_chat_stream_gives_the_same_observation(stream: dict[s
 def relay(pieces: list[bytes]) -> tuple[bytes, ChatAccumulator]:
     """What the client receives when the proxy cuts the usage chunk it asked for."""
     acc = ChatAccumulator(info(injected=True), 0.0)
-
-    def failed() -> None:
-        raise AssertionError("accounting failed")
-
-    observer = ResponseObserver(
-        acc,
-        content_type=b"text/event-stream",
-        content_encoding=b"",
-        cut_usage=True,
-        body_limit=1 << 20,
-        on_failure=failed,
-    )
+    observer = sse_observer(acc, cut_usage=True)
     out = b"".join(observer.cut(piece, 1.0) for piece in pieces)
     return out + observer.close(), acc
 

@@ -26,8 +26,8 @@ from llmobs.apis.quality import Judge, parses
 from llmobs.apis.request import parse_body
 from llmobs.apis.table import ENDPOINTS
 from llmobs.dev.harness import ServerThread
-from llmobs.observe import ResponseObserver
 from llmobs.records import Observation, Outcome, Quality, RequestInfo
+from observing import sse_observer
 
 # --- real-shaped wire data ------------------------------------------------------------------
 
@@ -122,18 +122,7 @@ def request(endpoint: str = "chat_completions", *, stream: bool = True, json_: b
 def observe(info: RequestInfo, pieces: list[bytes], outcome: Outcome = Outcome.COMPLETED) -> Observation:
     spec = next(e for e in ENDPOINTS.values() if e.name == info.endpoint)
     acc = spec.observe(info, 0.0)
-
-    def failed() -> None:
-        raise AssertionError("accounting failed")
-
-    observer = ResponseObserver(
-        acc,
-        content_type=b"text/event-stream",
-        content_encoding=b"",
-        cut_usage=False,
-        body_limit=1 << 20,
-        on_failure=failed,
-    )
+    observer = sse_observer(acc)
     for t, piece in enumerate(pieces, start=1):
         observer.feed(piece, float(t))
     observer.close()
