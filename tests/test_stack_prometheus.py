@@ -775,3 +775,25 @@ def test_proxy_health_panels_show_unread_responses_and_label_overflow(stack: Sta
     primary = stack.instances["llmobs"]
     assert not stack.prom.query(f'llmobs_label_overflow_total{{instance="{primary}"}}')
     assert panel_series(stack, "overview.json", "Label overflow / s by metric", instance=grafana_regex(primary))
+
+
+def test_tool_and_quality_panels_show_the_calls_and_issues_sent(stack: Stack) -> None:
+    tools = {s["metric"]["tool"] for s in panel_series(stack, "overview.json", "Top tools (range)")}
+    assert tools == {"search", "weather"}
+    chat = panel_series(stack, "model.json", "Tool calls / s by tool", **stack.selections["chat"])
+    assert {s["metric"]["tool"] for s in chat if nonzero(s)} == {"search", "weather"}
+    called = stack.prom.query("sum by (endpoint, tool) (llmobs_tool_calls_total)")
+    assert {("responses", "search"), ("messages", "weather")} <= {
+        (s["metric"]["endpoint"], s["metric"]["tool"]) for s in called
+    }
+    ratios = panel_series(stack, "overview.json", "Quality issue ratio by issue and model")
+    issues = {(s["metric"]["model"], s["metric"]["issue"]) for s in ratios if nonzero(s)}
+    drilled = {(m, i) for m in (DRILL["model"], CLAUDE) for i in ("empty_answer", "invalid_json")}
+    assert drilled | {(REFUSAL, "refusal")} <= issues
+    assert all(0 <= float(v) <= 1 for s in ratios for _, v in s["values"] if not math.isnan(float(v)))
+    refused = stack.prom.query('sum by (endpoint) (llmobs_quality_issues_total{issue="refusal"})')
+    assert {s["metric"]["endpoint"] for s in refused} == {"chat_completions", "responses", "messages"}
+    # The chat selection offered no tool, one and two: some requests offered tools, not all.
+    (offering,) = panel_series(stack, "model.json", "Requests offering tools", **stack.selections["chat"])
+    shares = [float(v) for _, v in offering["values"] if not math.isnan(float(v))]
+    assert all(0 <= v <= 1 for v in shares) and any(0 < v < 1 for v in shares)
