@@ -6,7 +6,9 @@ interval) and rule files. Two proxies in front of one simulator are scraped as t
 both, plus an `audit` tenant whose every response shows its usage (totals are checked against
 the client), plus drill mixes for one tenant: every kind of request for one model of each API
 (chat, Anthropic messages, images, transcriptions, Realtime), so that a dashboard filtered down
-to one value of every variable still has data in every panel about that API.
+to one value of every variable still has data in every panel about that API. The text drills
+include tool calls (two tool names on chat), an empty answer and a JSON-mode answer that is not
+JSON; beside them, a Responses tool call and a refusal from each text API (model sim-refusal).
 
 A third proxy, scraped as a job of its own, has tight limits (a series budget of 10, bodies of at
 most 4 KiB): its traffic folds labels into `other` and leaves responses unread, so that the
@@ -59,6 +61,7 @@ PRICE_FILE = """models:
   sim-model: {input: 1.0, output: 2.0}
   sim-reasoning: {input: 3.0, output: 12.0}
   sim-embedding: {input: 0.5, output: 0}
+  sim-refusal: {input: 1.0, output: 2.0}
 """
 AUDIT = "audit"
 CANARY_JOB = "llmobs-canary"  # the second scrape job, one more proxy
@@ -75,6 +78,7 @@ TRAFFIC_SECONDS = 6.0
 MAY_BE_EMPTY = {"Telemetry errors / s by component"}
 OPENAI_ROUTE, ANTHROPIC_ROUTE = "/openai", "/anthropic"
 CLAUDE = "claude-sonnet-4-6"
+REFUSAL = "sim-refusal"  # the simulator refuses (chat, Responses and Anthropic Messages)
 # One value of every filter but job and instance (the primary proxy, known at start-up) per drill
 # mix, each a strict subset of the traffic: the drill mixes give their model and tenant every
 # request kind of their API.
@@ -159,9 +163,17 @@ async def audited(api: openai.AsyncOpenAI, totals: Usage) -> None:
         totals["cost"] += (usage.prompt_tokens * price_in + usage.completion_tokens * price_out) / 1e6
 
 
+# The simulator calls the first tool offered: with this list first, `weather`; with LOADGEN's, `search`.
+WEATHER_FUNCTION: list[Any] = [
+    {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
+]
+EMPTY_ANSWER = {"x-sim-output-tokens": "0"}  # no text, no tool call, no refusal: empty_answer
+
+
 async def drill(api: openai.AsyncOpenAI) -> None:
     """Every request kind for the DRILL model and tenant on chat completions: streamed (TTFT,
-    reasoning), truncated, a tool call, a prompt-cache hit, and an upstream 400."""
+    reasoning), truncated, tool calls of two tools, a prompt-cache hit, an empty answer, a
+    JSON-mode answer that is not JSON (the simulator ignores response_format), and an upstream 400."""
     model, headers = DRILL["model"], {LOADGEN.TENANT_HEADER: DRILL["tenant"]}
     chat = api.chat.completions
     await LOADGEN.drain(await chat.create(model=model, messages=LOADGEN.PROMPT, stream=True, extra_headers=headers))
@@ -169,6 +181,11 @@ async def drill(api: openai.AsyncOpenAI) -> None:
         await chat.create(model=model, messages=LOADGEN.PROMPT, stream=True, max_tokens=3, extra_headers=headers)
     )
     await chat.create(model=model, messages=LOADGEN.PROMPT, tools=LOADGEN.TOOLS, extra_headers=headers)
+    tools = WEATHER_FUNCTION + LOADGEN.TOOLS
+    await chat.create(model=model, messages=LOADGEN.PROMPT, tools=tools, extra_headers=headers)
+    await chat.create(model=model, messages=LOADGEN.PROMPT, extra_headers={**headers, **EMPTY_ANSWER})
+    json_mode: Any = {"type": "json_object"}
+    await chat.create(model=model, messages=LOADGEN.PROMPT, response_format=json_mode, extra_headers=headers)
     await chat.create(
         model=model, messages=LOADGEN.PROMPT, extra_body={"prompt_cache_key": "drill"}, extra_headers=headers
     )
@@ -179,13 +196,16 @@ async def drill(api: openai.AsyncOpenAI) -> None:
 ASK: list[Any] = [{"role": "user", "content": "what is the weather"}]
 CACHED_SYSTEM: list[Any] = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
 WEATHER_TOOL: list[Any] = [{"name": "weather", "input_schema": {"type": "object", "properties": {}}}]
+JSON_OUTPUT: Any = {"format": {"type": "json_schema", "schema": {"type": "object"}}}
+SEARCH_FUNCTION: list[Any] = [{"type": "function", "name": "search", "parameters": {"type": "object"}, "strict": False}]
 WAV = bytes(AUDIO_BYTES_PER_SECOND * 3 // 2)  # 1.5 s of silence, as the simulator counts it
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(2000)  # what an edit uploads; the simulator counts its bytes
 
 
 async def messages_drill(api: anthropic.AsyncAnthropic) -> None:
     """Every Messages request kind for the messages selection: a thinking stream (TTFT, reasoning),
-    a prompt-cache read, a max_tokens cut, a tool call, and an upstream 400."""
+    a prompt-cache read, a max_tokens cut, a tool call, an empty answer, a JSON-mode answer that is
+    not JSON (the simulator ignores output_config), and an upstream 400."""
     model, headers = CLAUDE, {LOADGEN.TENANT_HEADER: DRILL["tenant"]}
     thinking: Any = {"type": "enabled", "budget_tokens": 1024}
     async with api.messages.stream(
@@ -200,6 +220,10 @@ async def messages_drill(api: anthropic.AsyncAnthropic) -> None:
         model=model, max_tokens=64, system=CACHED_SYSTEM, messages=ASK, extra_headers={**headers, "x-sim-cache": "read"}
     )
     await api.messages.create(model=model, max_tokens=64, tools=WEATHER_TOOL, messages=ASK, extra_headers=headers)
+    await api.messages.create(model=model, max_tokens=64, messages=ASK, extra_headers={**headers, **EMPTY_ANSWER})
+    await api.messages.create(
+        model=model, max_tokens=64, messages=ASK, extra_body={"output_config": JSON_OUTPUT}, extra_headers=headers
+    )
     with pytest.raises(anthropic.BadRequestError):  # the simulator refuses a thinking budget under 1024
         await api.messages.create(
             model=model,
@@ -208,6 +232,16 @@ async def messages_drill(api: anthropic.AsyncAnthropic) -> None:
             messages=ASK,
             extra_headers=headers,
         )
+
+
+async def answers(api: openai.AsyncOpenAI, claude: anthropic.AsyncAnthropic) -> None:
+    """Tool calls and refusals beside the text selections: a Responses function call for the DRILL
+    model, and a refusal from chat, Responses and Messages (model sim-refusal)."""
+    headers = {LOADGEN.TENANT_HEADER: DRILL["tenant"]}
+    await api.responses.create(model=DRILL["model"], input="find it", tools=SEARCH_FUNCTION, extra_headers=headers)
+    await api.chat.completions.create(model=REFUSAL, messages=LOADGEN.PROMPT, extra_headers=headers)
+    await api.responses.create(model=REFUSAL, input="do it", extra_headers=headers)
+    await claude.messages.create(model=REFUSAL, max_tokens=64, messages=ASK, extra_headers=headers)
 
 
 async def media(api: openai.AsyncOpenAI) -> None:
@@ -250,6 +284,7 @@ class Drills:
         self.mixes = [
             lambda: drill(self.openai),
             lambda: messages_drill(self.anthropic),
+            lambda: answers(self.openai, self.anthropic),
             lambda: media(self.openai),
             lambda: realtime(self.openai),
         ]
@@ -740,3 +775,25 @@ def test_proxy_health_panels_show_unread_responses_and_label_overflow(stack: Sta
     primary = stack.instances["llmobs"]
     assert not stack.prom.query(f'llmobs_label_overflow_total{{instance="{primary}"}}')
     assert panel_series(stack, "overview.json", "Label overflow / s by metric", instance=grafana_regex(primary))
+
+
+def test_tool_and_quality_panels_show_the_calls_and_issues_sent(stack: Stack) -> None:
+    tools = {s["metric"]["tool"] for s in panel_series(stack, "overview.json", "Top tools (range)")}
+    assert tools == {"search", "weather"}
+    chat = panel_series(stack, "model.json", "Tool calls / s by tool", **stack.selections["chat"])
+    assert {s["metric"]["tool"] for s in chat if nonzero(s)} == {"search", "weather"}
+    called = stack.prom.query("sum by (endpoint, tool) (llmobs_tool_calls_total)")
+    assert {("responses", "search"), ("messages", "weather")} <= {
+        (s["metric"]["endpoint"], s["metric"]["tool"]) for s in called
+    }
+    ratios = panel_series(stack, "overview.json", "Quality issue ratio by issue and model")
+    issues = {(s["metric"]["model"], s["metric"]["issue"]) for s in ratios if nonzero(s)}
+    drilled = {(m, i) for m in (DRILL["model"], CLAUDE) for i in ("empty_answer", "invalid_json")}
+    assert drilled | {(REFUSAL, "refusal")} <= issues
+    assert all(0 <= float(v) <= 1 for s in ratios for _, v in s["values"] if not math.isnan(float(v)))
+    refused = stack.prom.query('sum by (endpoint) (llmobs_quality_issues_total{issue="refusal"})')
+    assert {s["metric"]["endpoint"] for s in refused} == {"chat_completions", "responses", "messages"}
+    # The chat selection offered no tool, one and two: some requests offered tools, not all.
+    (offering,) = panel_series(stack, "model.json", "Requests offering tools", **stack.selections["chat"])
+    shares = [float(v) for _, v in offering["values"] if not math.isnan(float(v))]
+    assert all(0 <= v <= 1 for v in shares) and any(0 < v < 1 for v in shares)

@@ -1,10 +1,11 @@
-"""The model drill-down: one model (or a few) in depth: latency, tokens, finish reasons, media, Realtime, cost."""
+"""The model drill-down: one model (or a few) in depth: latency, tokens, finish reasons, tools and answer quality,
+media, Realtime, cost."""
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
-from llmobs.dashboards import media, ratelimits, realtime
+from llmobs.dashboards import media, ratelimits, realtime, tools
 from llmobs.dashboards import metrics as mt
 from llmobs.dashboards.measures import (
     ERROR_STEPS,
@@ -270,8 +271,8 @@ def model_drilldown() -> db.Dashboard:
     dash = dashboard(
         MODEL_UID,
         "llmobs / Model drill-down",
-        "One model in depth: latency percentiles and distributions, tokens, finish reasons, images, audio, "
-        "Realtime responses and cost.",
+        "One model in depth: latency percentiles and distributions, tokens, finish reasons, tool calls and "
+        "answer quality, images, audio, Realtime responses and cost.",
     )
     return with_rows(
         dash,
@@ -282,6 +283,7 @@ def model_drilldown() -> db.Dashboard:
             ("Latency", latency()),
             ("Tokens", tokens()),
             ("Why generations stop", finish()),
+            ("Tools and answer quality", tools.model_row()),
             ("Media and Realtime", media_and_realtime()),
             ("Cost by tenant", by_tenant()),
         ],

@@ -1,4 +1,4 @@
-"""The overview: traffic, upstreams, speed, finish reasons, cost, media, Realtime and proxy health at a glance.
+"""The overview: traffic, upstreams, speed, finish reasons, tools, cost, media, Realtime and proxy health at a glance.
 
 The home dashboard.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
-from llmobs.dashboards import media
+from llmobs.dashboards import media, tools
 from llmobs.dashboards import metrics as mt
 from llmobs.dashboards.measures import (
     ERROR_STEPS,
@@ -386,11 +386,12 @@ def media_row() -> list[Panel]:
 
 
 def overview() -> db.Dashboard:
-    """Traffic, upstreams, speed, finish reasons, cost, media, Realtime and proxy health: the home dashboard."""
+    """Traffic, upstreams, speed, finish reasons, tools, cost, media, Realtime and proxy health: the home dashboard."""
     dash = dashboard(
         OVERVIEW_UID,
         "llmobs / Overview",
-        "LLM traffic through llmobs: who, through which upstream, how fast, why it stopped, what it costs, "
+        "LLM traffic through llmobs: who, through which upstream, how fast, why it stopped, which tools it "
+        "called and how good the answers look, what it costs, "
         "images, audio and Realtime sessions, and whether the proxy is healthy.",
     )
     return with_rows(
@@ -402,6 +403,7 @@ def overview() -> db.Dashboard:
             ("Rate limits", ratelimit_panels()),
             ("Latency", latency()),
             ("Why generations stop", finish()),
+            ("Tools and answer quality", tools.overview_row()),
             ("Cost and caching", spend()),
             ("Media", media_row()),
             ("Realtime and WebSockets", realtime_panels()),

@@ -100,6 +100,13 @@ def ratio(numerator: str, denominator: str) -> str:
     return f"{numerator} / {denominator}"
 
 
+def ratio_on(part: str, whole: str, on: str = "") -> str:
+    """`part / whole` where `whole` has fewer labels: each of its series divides every series of
+    `part` with the same `on` labels (calls by tool over all calls; issues by model and issue
+    over each model's answers)."""
+    return f"{part} / on ({on}) group_left () {whole}"
+
+
 def zero_where(part: str, whole: str) -> str:
     """`part`, with 0 for every series of `whole` that `part` lacks.
 
