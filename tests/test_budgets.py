@@ -107,7 +107,7 @@ def test_the_sink_publishes_each_budget_as_a_max_gauge() -> None:
     sink.budgets({"acme": {"day": Decimal("50.5"), "month": Decimal(1000)}})
     assert registry.get_sample_value("llmobs_budget_usd", {"tenant": "acme", "period": "day"}) == 50.5
     assert registry.get_sample_value("llmobs_budget_usd", {"tenant": "acme", "period": "month"}) == 1000
-    assert sink.budget._multiprocess_mode == "max"  # every worker publishes the same budgets
+    assert sink.metrics.budget._multiprocess_mode == "max"  # every worker publishes the same budgets
     assert "# UNIT llmobs_budget_usd usd\n" in generate_latest(registry).decode()
 
 

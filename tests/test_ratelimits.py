@@ -264,7 +264,7 @@ def test_the_sink_sets_each_reported_figure_and_only_those() -> None:
 
 def test_gauges_keep_the_most_recent_value_across_workers() -> None:
     sink = PrometheusSink(CollectorRegistry())
-    for gauge in (sink.ratelimit_limit, sink.ratelimit_remaining, sink.ratelimit_reset):
+    for gauge in (sink.metrics.ratelimit_limit, sink.metrics.ratelimit_remaining, sink.metrics.ratelimit_reset):
         assert gauge._multiprocess_mode == "mostrecent"
 
 

@@ -140,8 +140,8 @@ def test_read_metrics_agrees_with_prometheus_client_on_hostile_label_values() ->
     registry = CollectorRegistry()
     sink = PrometheusSink(registry)
     for model in ('a"b\\c\nd', "}{,= 1", "caf\u00e9\x85x\u2028y", ""):
-        sink.requests.labels("chat_completions", model, "t", "true", "200", "completed", "").inc(3)
-        sink.duration.labels("chat_completions", model, "true").observe(0.3)
+        sink.metrics.requests.labels("chat_completions", model, "t", "true", "200", "completed", "").inc(3)
+        sink.metrics.duration.labels("chat_completions", model, "true").observe(0.3)
     text = generate_latest(registry).decode()
     expected = [
         (s.name, dict(s.labels), s.value, family.type)

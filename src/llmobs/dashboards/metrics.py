@@ -58,7 +58,7 @@ def _m(name: str, kind: Kind, labels: str, unit: str, noun: str) -> Metric:
 
 C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
 
-# Must match llmobs.telemetry.sinks.prometheus and README "Prometheus metrics" (tests check both).
+# Must match llmobs.telemetry.sinks.prometheus_metrics and README "Prometheus metrics" (tests check both).
 REQUESTS = _m(n.REQUESTS, C, "endpoint model tenant stream status_code outcome upstream", "requests", "requests")
 REQUESTS_IN_FLIGHT = _m(n.REQUESTS_IN_FLIGHT, G, "endpoint", "requests", "in flight")
 REQUEST_DURATION = _m(n.REQUEST_DURATION, H, "endpoint model stream", "seconds", "duration")
