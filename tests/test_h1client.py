@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import pytest
 
 from fault_upstream import Conn, RawRequest, fault_upstream, http_response, unaccepting_port
-from llmobs.proxy.h1client import HIGH_WATER, H1Response, H1Upstream
+from llmobs.proxy.h1client import H1Upstream
+from llmobs.proxy.h1connection import HIGH_WATER, H1Response
 from llmobs.proxy.upstream import Timeouts, UpstreamTimeout, UpstreamUnreachable
 
 T = TypeVar("T")

@@ -1,0 +1,347 @@
+"""One HTTP/1.1 upstream connection (an asyncio Protocol parsed by httptools) and the response
+read from it. The pool that owns connections is `h1client.py`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import httptools
+
+from llmobs.proxy.upstream import (
+    PeekableBody,
+    UpstreamBadResponse,
+    UpstreamBroken,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+if TYPE_CHECKING:
+    from llmobs.proxy.h1client import H1Upstream
+
+HIGH_WATER = 256 * 1024  # body bytes queued unread before the socket stops being read
+MAX_HEAD = 64 * 1024  # a response head longer than this is refused (nginx refuses past 4-8 KiB)
+
+
+class Lost(UpstreamUnreachable):
+    """The connection ended before a whole response head arrived."""
+
+    def __init__(self, message: str, *, written: bool, received: bool) -> None:
+        super().__init__(message)
+        self.written = written  # our request had been handed to the socket
+        self.received = received  # some response byte had arrived
+
+
+class Connection(asyncio.Protocol):
+    """One upstream connection carrying one request at a time.
+
+    httptools calls on_header/on_body/... from inside feed_data; the response's reader waits
+    on `waiter`, which every callback that changes what it can see resolves.
+    """
+
+    def __init__(self, pool: H1Upstream, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.label = pool.label
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False  # connection_lost has run
+        self.reusable = True  # cleared by keep-alive off, an error, stray bytes, a HEAD
+        self.pooled = False
+        self.idle_since = 0.0
+        self.busy = False
+        self.timer: asyncio.TimerHandle | None = None  # the read timeout's; outlives requests
+        self._reset()
+
+    def _reset(self) -> None:
+        self.written = False
+        self.received = False
+        self.head_only = False
+        self.interim = False
+        self.head_done = False
+        self.complete = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0  # of the headers parsed
+        self.head_read = 0  # of the reads that ended inside the head
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.paused = False
+        self.error: Exception | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.deadline: float | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None  # only with a total timeout
+        self.last_read = 0.0
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self.loop.time()  # uvloop: the cached time of this loop iteration
+        if not self.busy or self.complete:
+            # Bytes nobody asked for: whatever the server meant, this connection is done.
+            self.abort()
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._parse_failed()
+        except httptools.HttpParserError:
+            self._parse_failed()
+        if not self.head_done and self.error is None:
+            # A head still incomplete: the header being parsed may never end (httptools holds it).
+            self.head_read += len(data)
+            if self.head_read > MAX_HEAD:
+                self._head_too_long()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        if self.busy and not self.complete and self.error is None:
+            if not self.head_done:
+                self.error = Lost(f"{self.label} closed the connection", written=self.written, received=self.received)
+            elif exc is None and self._close_delimited():
+                self.complete = True  # the end of the connection is the end of this body
+            else:
+                self.error = UpstreamBroken("upstream closed the connection mid-body")
+            self._wake()
+        self._stop_timer(everything=True)
+        self.pool.gone(self)
+
+    # --- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second response to one request: never trust this connection again
+            self.reusable = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.complete:
+            self.headers.append((name, value))
+            self.head_bytes += len(name) + len(value)
+            if self.head_bytes > MAX_HEAD:
+                self._head_too_long()
+
+    def on_headers_complete(self) -> None:
+        if self.complete or self.error is not None:
+            return
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx interim responses are skipped (101 ends in HttpParserUpgrade)
+            self.interim = True
+            self.headers = []
+            return
+        self.status = status
+        self.head_done = True
+        if self.head_only:  # a HEAD response has no body whatever its headers say
+            self.reusable = False  # the parser cannot be told so; do not trust its state after
+            self._completed()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
+        self.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        waiter = self.waiter  # _wake(), inlined: this runs once per body chunk
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.complete:
+            return
+        if not self.parser.should_keep_alive():
+            self.reusable = False
+        self._completed()
+        self._wake()
+
+    # --- the request ------------------------------------------------------------------------
+
+    async def request(self, data: bytes, tail: bytes, head_only: bool, deadline: float | None) -> None:
+        """Write one request (`tail`: a large body, written apart) and wait for its response head."""
+        self._reset()
+        self.busy = True
+        self.head_only = head_only
+        self.deadline = deadline
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise Lost(f"{self.label} closed the connection", written=False, received=False)
+        transport.write(data)
+        if tail:
+            transport.write(tail)
+        self.written = True
+        self.last_read = self.loop.time()
+        read = self.pool.timeouts.read
+        if self.timer is None and read is not None:
+            self.timer = self.loop.call_at(self.last_read + read, self._check_read)
+        if deadline is not None:
+            self.deadline_timer = self.loop.call_at(deadline, self._deadline_passed)
+        while not self.head_done:
+            if self.error is not None:
+                raise self.error
+            self.waiter = self.loop.create_future()
+            await self.waiter
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future resolved when more of the body, its end, or an error is there to see."""
+        self.waiter = waiter = self.loop.create_future()
+        return waiter
+
+    def take(self) -> bytes:
+        """Every body byte queued so far, as one bytes object; reading resumes if it was paused."""
+        body = self.body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self.buffered = 0
+        if self.paused:
+            self.paused = False
+            self.last_read = self.loop.time()  # the pause was the reader's, not the upstream's
+            if self.transport is not None:
+                self.transport.resume_reading()
+        return data
+
+    def fail(self, exc: Exception) -> None:
+        """End the request with `exc` (seen by the reader after what is queued) and the connection."""
+        if self.error is None and not self.complete:
+            self.error = exc
+        self._wake()
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection; its connection_lost returns its slot to the pool."""
+        self.reusable = False
+        self._stop_timer(everything=True)
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    # --- inside -----------------------------------------------------------------------------
+
+    def _head_too_long(self) -> None:
+        self.fail(UpstreamBadResponse(f"{self.label} sent a response head over {MAX_HEAD} bytes"))
+
+    def _parse_failed(self) -> None:
+        if self.complete:
+            self.abort()  # junk after a whole response (a Content-Length too short): not reusable
+        elif not self.head_done:
+            self.fail(UpstreamBadResponse(f"{self.label} sent an invalid HTTP response"))
+        else:
+            self.fail(UpstreamBroken("upstream sent an invalid body"))
+
+    def _completed(self) -> None:
+        self.complete = True
+        self._stop_timer()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _close_delimited(self) -> bool:
+        """Whether the body is framed by the end of the connection (no length, not chunked)."""
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+                return False
+        return True
+
+    # The read timeout: one timer per connection, not one per read. It fires at the earliest
+    # moment the timeout could be due and, when reads came since, is set again from the last.
+
+    def _check_read(self) -> None:
+        self.timer = None
+        read = self.pool.timeouts.read
+        if not self.busy or self.complete or self.closed or read is None:
+            return  # idle: request() sets the timer again
+        now = self.loop.time()
+        if self.paused:
+            self.last_read = now  # the reader is behind; the upstream is not silent
+        elif now - self.last_read >= read:
+            self.fail(UpstreamTimeout("the upstream sent nothing in time"))
+            return
+        self.timer = self.loop.call_at(self.last_read + read, self._check_read)
+
+    def _deadline_passed(self) -> None:
+        self.deadline_timer = None
+        if self.busy and not self.complete and not self.closed:
+            self.fail(UpstreamTimeout("the upstream did not finish in time"))
+
+    def _stop_timer(self, *, everything: bool = False) -> None:
+        """Cancel the request's deadline; with `everything`, the read timer too."""
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
+        if everything and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class H1Response(PeekableBody):
+    """Status, raw headers and a chunk iterator over the undecoded body."""
+
+    __slots__ = ("_conn", "status", "headers")
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn: Connection | None = conn
+        self.status: int = conn.status
+        self.headers: list[tuple[bytes, bytes]] = conn.headers
+
+    @property
+    def buffered(self) -> int:
+        """Body bytes received and not yet handed out (bounded by backpressure)."""
+        return self._conn.buffered if self._conn is not None else 0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive, still content-encoded; several reads come as one when queued."""
+        if self._head:
+            head, self._head = self._head, b""
+            yield head
+        conn = self._conn
+        if conn is None:
+            return
+        while True:
+            if conn.body:
+                yield conn.take()
+            elif conn.error is not None:
+                raise conn.error
+            elif conn.complete:
+                return
+            else:
+                await conn.wait()
+
+    async def _read(self) -> bytes:
+        conn = self._conn
+        while conn is not None:
+            if conn.body:
+                return conn.take()
+            if conn.error is not None:
+                raise conn.error
+            if conn.complete:
+                break
+            await conn.wait()
+        return b""
+
+    def close(self) -> None:
+        """Drop the connection (used when the client goes away mid-response)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.busy = False
+            conn.abort()
+
+    def release(self) -> None:
+        """Back to the pool if the response ended cleanly and keep-alive allows; else dropped."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.pool.release(conn)
