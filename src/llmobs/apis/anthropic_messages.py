@@ -24,12 +24,13 @@ from llmobs.apis.base import Accumulator, count, error_type, loads_object
 from llmobs.apis.quality import Judge
 from llmobs.records import Content, Observation, Outcome, ParsedBody, Usage
 from llmobs.sse import Event
+from llmobs.telemetry import semconv as sc
 
 log = logging.getLogger(__name__)
 
 # Our own span attribute names: the pinned conventions (0.66b2) have none for the split.
-ATTR_CACHE_5M = "llmobs.usage.cache_creation.ephemeral_5m_input_tokens"
-ATTR_CACHE_1H = "llmobs.usage.cache_creation.ephemeral_1h_input_tokens"
+ATTR_CACHE_5M = sc.USAGE_CACHE_5M
+ATTR_CACHE_1H = sc.USAGE_CACHE_1H
 
 # genai-prices' bundled Anthropic provider, for its usage extractor. Not the module-level
 # `genai_prices.extract_usage`: that one also looks the model up, raises LookupError for a
@@ -37,10 +38,10 @@ ATTR_CACHE_1H = "llmobs.usage.cache_creation.ephemeral_1h_input_tokens"
 _ANTHROPIC = next(p for p in BUNDLED_PROVIDERS if p.id == "anthropic")
 
 _PARAMS = {
-    "max_tokens": "gen_ai.request.max_tokens",
-    "temperature": "gen_ai.request.temperature",
-    "top_p": "gen_ai.request.top_p",
-    "top_k": "gen_ai.request.top_k",
+    "max_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "temperature": sc.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": sc.GEN_AI_REQUEST_TOP_P,
+    "top_k": sc.GEN_AI_REQUEST_TOP_K,
 }
 
 # Delta types, found as quoted JSON strings: a quote inside text is escaped, so these bytes
@@ -74,7 +75,7 @@ def parse_request(body: bytes, *, capture_content: bool = False) -> ParsedBody:
             params[attribute] = value
     stop = obj.get("stop_sequences")
     if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        params["gen_ai.request.stop_sequences"] = list(stop)
+        params[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stop)
     content = _captured(obj) if capture_content else None
     tools = obj.get("tools")
     return ParsedBody(

@@ -45,11 +45,12 @@ from llmobs.apis.multipart import boundary, form_fields
 from llmobs.apis.openai_common import OpenAIAccumulator, parse_usage
 from llmobs.records import Observation, Outcome, ParsedBody, RequestInfo, Usage
 from llmobs.sse import Event
+from llmobs.telemetry import semconv as sc
 
 # The request's `input` length, for character-billed speech. Internal: the OTel sink emits only
 # gen_ai.request.*, openai.request.* and gen_ai.output.type params as span attributes.
 INPUT_CHARACTERS = "llmobs.request.input_characters"
-OUTPUT_TYPE = "gen_ai.output.type"  # semconv: text | json | image | speech
+OUTPUT_TYPE = sc.GEN_AI_OUTPUT_TYPE  # text | json | image | speech
 
 _OPENAI = next((p for p in _BUNDLED if p.id == "openai"), None)
 _TEXT_FORMATS = frozenset({"text", "srt", "vtt"})
@@ -65,10 +66,10 @@ def read_images(body: bytes, content_type: bytes) -> ParsedBody:
     fields = _fields(body, content_type)
     if fields is None:
         return _unread(body)
-    params: dict[str, Any] = {OUTPUT_TYPE: "image"}
+    params: dict[str, Any] = {OUTPUT_TYPE: sc.OUTPUT_TYPE_IMAGE}
     n = fields.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n != 1:
-        params["gen_ai.request.choice.count"] = n
+        params[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
     return ParsedBody(_model(fields), _flag(fields.get("stream")), params, body, False)
 
 
@@ -77,7 +78,7 @@ def read_audio_text(body: bytes, content_type: bytes) -> ParsedBody:
     fields = _fields(body, content_type)
     if fields is None:
         return _unread(body)
-    output = "text" if fields.get("response_format") in _TEXT_FORMATS else "json"
+    output = sc.OUTPUT_TYPE_TEXT if fields.get("response_format") in _TEXT_FORMATS else sc.OUTPUT_TYPE_JSON
     return ParsedBody(_model(fields), _flag(fields.get("stream")), {OUTPUT_TYPE: output}, body, False)
 
 
@@ -86,7 +87,7 @@ def read_speech(body: bytes, content_type: bytes) -> ParsedBody:
     fields = _fields(body, content_type)
     if fields is None:
         return _unread(body)
-    params: dict[str, Any] = {OUTPUT_TYPE: "speech"}
+    params: dict[str, Any] = {OUTPUT_TYPE: sc.OUTPUT_TYPE_SPEECH}
     text = fields.get("input")
     if isinstance(text, str):
         params[INPUT_CHARACTERS] = len(text)
@@ -189,7 +190,7 @@ class TranscriptionAccumulator(MediaAccumulator):
 
     def __init__(self, info: RequestInfo, start: float) -> None:
         super().__init__(info, start)
-        if info.params.get(OUTPUT_TYPE) == "text":
+        if info.params.get(OUTPUT_TYPE) == sc.OUTPUT_TYPE_TEXT:
             self.has_usage = False  # text, srt, vtt: the format cannot carry usage
 
     def account(self, obj: dict[str, Any]) -> None:

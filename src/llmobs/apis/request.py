@@ -10,20 +10,21 @@ from llmobs.apis.content import input_content
 from llmobs.jsonio import loads, too_complex
 from llmobs.records import Content, ParsedBody
 from llmobs.stream_usage import with_usage_option
+from llmobs.telemetry import semconv as sc
 
 log = logging.getLogger(__name__)
 
 # Generation parameters and the GenAI semantic-convention attribute each one feeds.
 _PARAMS = {
-    "temperature": "gen_ai.request.temperature",
-    "top_p": "gen_ai.request.top_p",
-    "top_k": "gen_ai.request.top_k",
-    "max_tokens": "gen_ai.request.max_tokens",
-    "max_completion_tokens": "gen_ai.request.max_tokens",
-    "max_output_tokens": "gen_ai.request.max_tokens",
-    "frequency_penalty": "gen_ai.request.frequency_penalty",
-    "presence_penalty": "gen_ai.request.presence_penalty",
-    "seed": "gen_ai.request.seed",
+    "temperature": sc.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": sc.GEN_AI_REQUEST_TOP_P,
+    "top_k": sc.GEN_AI_REQUEST_TOP_K,
+    "max_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_completion_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_output_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS,
+    "frequency_penalty": sc.GEN_AI_REQUEST_FREQUENCY_PENALTY,
+    "presence_penalty": sc.GEN_AI_REQUEST_PRESENCE_PENALTY,
+    "seed": sc.GEN_AI_REQUEST_SEED,
 }
 # Endpoints whose requests offer tools (`tools`, and chat's legacy `functions`).
 _TOOL_ENDPOINTS = frozenset({"chat_completions", "responses"})
@@ -67,7 +68,7 @@ def parse_body(
     tools = _tool_definitions(obj) if endpoint in _TOOL_ENDPOINTS else None
     expects_json = _asks_json(endpoint, obj)
     if expects_json:
-        params["gen_ai.output.type"] = "json"
+        params[sc.GEN_AI_OUTPUT_TYPE] = sc.OUTPUT_TYPE_JSON
     return ParsedBody(
         model, stream, params, body, injected, content,
         conversation=conversation_of(obj), tool_definitions=tools, expects_json=expects_json,
@@ -152,13 +153,13 @@ def _params(obj: dict[str, Any]) -> dict[str, Any]:
             params[attribute] = value
     n = obj.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n != 1:
-        params["gen_ai.request.choice.count"] = n
+        params[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
     stop = obj.get("stop")
     if isinstance(stop, str):
-        params["gen_ai.request.stop_sequences"] = [stop]
+        params[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        params["gen_ai.request.stop_sequences"] = list(stop)
+        params[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stop)
     tier = obj.get("service_tier")
     if isinstance(tier, str) and tier != "auto":  # the conventions leave out the default
-        params["openai.request.service_tier"] = tier
+        params[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
     return params

@@ -11,11 +11,12 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from llmobs import __version__
+from llmobs.telemetry.semconv import SERVICE_NAME, SERVICE_VERSION
 from llmobs.telemetry.sinks.span_queue import BoundedBatchSpanProcessor
 
 # -- export: providers from the standard OTEL_* environment ----------------------------------

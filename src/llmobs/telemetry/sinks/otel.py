@@ -13,17 +13,6 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
-from opentelemetry.semconv._incubating.attributes import (
-    openai_attributes as openai_attrs,
-)
-from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
-from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.semconv.attributes.server_attributes import (
-    SERVER_ADDRESS,
-    SERVER_PORT,
-)
 from opentelemetry.trace import (
     Span,
     SpanKind,
@@ -35,41 +24,22 @@ from opentelemetry.trace import (
 
 from llmobs import __version__
 from llmobs.records import Content, Observation, Outcome, RequestInfo
+from llmobs.telemetry import semconv as sc
 from llmobs.telemetry.labels import LabelGuard
 from llmobs.telemetry.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
-# Our own names: the GenAI conventions have no cost, tenant or outcome attribute.
-COST_METRIC = "llmobs.cost"
-ATTR_COST_USD = "llmobs.cost_usd"
-ATTR_TENANT = "llmobs.tenant"
-ATTR_UPSTREAM = "llmobs.upstream"  # the route that served the request, when routes are configured
-ATTR_ATTRIBUTION = "llmobs.attribution."  # + the attribution header's name: user, project, feature...
-ATTR_OUTCOME = "llmobs.outcome"
-ATTR_USAGE_SOURCE = "llmobs.usage_source"
-ATTR_ESTIMATED_OUTPUT_TOKENS = "llmobs.estimated_output_tokens"
-ATTR_CONTENT_TRUNCATED = "llmobs.content.truncated"  # captured content hit the size cap
-# The conventions name tool calls only inside the opt-in gen_ai.output.messages (gen_ai.tool.name
-# is for a tool's own execute_tool span): the names called get our own attribute.
-ATTR_TOOL_CALLS = "llmobs.tool_calls"
-ATTR_TOOL_DEFINITIONS = "llmobs.request.tool_definitions"
-ATTR_QUALITY = "llmobs.quality."  # + invalid_json, empty_answer, refusal
-
-# Suggested buckets from the GenAI metric conventions; the semconv create_* helpers set none.
-TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1 .. 67,108,864
-DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 .. 81.92 s
+# Our own names (the GenAI conventions have no cost, tenant or outcome attribute): see semconv.py.
+COST_METRIC = sc.COST_METRIC
+TOKEN_BUCKETS = sc.TOKEN_BUCKETS
+DURATION_BUCKETS = sc.DURATION_BUCKETS
 
 # Request parameters arrive already named with semconv keys; only these families are generation
 # parameters. Anything else (messages, keys, user ids) is never put on a span.
 _PARAM_PREFIXES = ("gen_ai.request.", "openai.request.")
-_PARAM_KEYS = frozenset({genai.GEN_AI_OUTPUT_TYPE, genai.GEN_AI_EMBEDDINGS_DIMENSION_COUNT})
-_API_TYPES = {
-    "chat_completions": openai_attrs.OpenaiApiTypeValues.CHAT_COMPLETIONS.value,
-    "responses": openai_attrs.OpenaiApiTypeValues.RESPONSES.value,
-}
-_INPUT = genai.GenAiTokenTypeValues.INPUT.value
-_OUTPUT = genai.GenAiTokenTypeValues.OUTPUT.value
+_PARAM_KEYS = frozenset({sc.GEN_AI_OUTPUT_TYPE, sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT})
+_API_TYPES = {"chat_completions": sc.API_TYPE_CHAT_COMPLETIONS, "responses": sc.API_TYPE_RESPONSES}
 _ATTR_CACHE_LIMIT = 4096  # request/response models come from clients: keep the cache bounded
 
 
@@ -111,9 +81,9 @@ class OTelSink:
         self._tracer = tracer_provider.get_tracer("llmobs", __version__) if tracer_provider else None
         self._propagator = propagator
         self._static = {
-            genai.GEN_AI_PROVIDER_NAME: provider_name,
-            SERVER_ADDRESS: server_address,
-            SERVER_PORT: server_port,
+            sc.GEN_AI_PROVIDER_NAME: provider_name,
+            sc.SERVER_ADDRESS: server_address,
+            sc.SERVER_PORT: server_port,
         }
         self._metrics = _Instruments(meter_provider) if meter_provider else None
         self._attrs: dict[tuple[Any, ...], Any] = {}
@@ -181,33 +151,33 @@ class OTelSink:
         if info.provider is None and not info.server_address:
             return self._static
         return {
-            genai.GEN_AI_PROVIDER_NAME: info.provider or self._static[genai.GEN_AI_PROVIDER_NAME],
-            SERVER_ADDRESS: info.server_address or self._static[SERVER_ADDRESS],
-            SERVER_PORT: info.server_port or self._static[SERVER_PORT],
+            sc.GEN_AI_PROVIDER_NAME: info.provider or self._static[sc.GEN_AI_PROVIDER_NAME],
+            sc.SERVER_ADDRESS: info.server_address or self._static[sc.SERVER_ADDRESS],
+            sc.SERVER_PORT: info.server_port or self._static[sc.SERVER_PORT],
         }
 
     def _start_attributes(self, info: RequestInfo) -> dict[str, Any]:
-        attrs: dict[str, Any] = {genai.GEN_AI_OPERATION_NAME: info.operation, **self._where(info)}
+        attrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: info.operation, **self._where(info)}
         if info.model:
-            attrs[genai.GEN_AI_REQUEST_MODEL] = info.model
+            attrs[sc.GEN_AI_REQUEST_MODEL] = info.model
         for key, value in info.params.items():
             if _is_param(key, value):
                 attrs[key] = list(value) if isinstance(value, (list, tuple)) else value
         if info.stream:  # the conventions set it on streamed requests only
-            attrs[genai.GEN_AI_REQUEST_STREAM] = True
+            attrs[sc.GEN_AI_REQUEST_STREAM] = True
         api_type = _API_TYPES.get(info.endpoint)
         if api_type:
-            attrs[openai_attrs.OPENAI_API_TYPE] = api_type
+            attrs[sc.OPENAI_API_TYPE] = api_type
         if info.tenant:
-            attrs[ATTR_TENANT] = info.tenant
+            attrs[sc.TENANT] = info.tenant
         if info.upstream:
-            attrs[ATTR_UPSTREAM] = info.upstream
+            attrs[sc.UPSTREAM] = info.upstream
         for name, value in info.attribution.items():
-            attrs[ATTR_ATTRIBUTION + name] = value
+            attrs[sc.ATTRIBUTION + name] = value
         if info.conversation:
-            attrs[genai.GEN_AI_CONVERSATION_ID] = info.conversation
+            attrs[sc.GEN_AI_CONVERSATION_ID] = info.conversation
         if info.tool_definitions is not None:
-            attrs[ATTR_TOOL_DEFINITIONS] = info.tool_definitions
+            attrs[sc.REQUEST_TOOL_DEFINITIONS] = info.tool_definitions
         return attrs
 
     def _finish_span(self, obs: Observation, handle: SpanHandle) -> None:
@@ -219,7 +189,7 @@ class OTelSink:
                     span.set_attributes(_content_attributes(obs, self._redactor))
                 if obs.outcome is not Outcome.COMPLETED:
                     error_type = obs.error_type or str(obs.outcome)
-                    span.set_attribute(ERROR_TYPE, error_type)
+                    span.set_attribute(sc.ERROR_TYPE, error_type)
                     span.set_status(Status(StatusCode.ERROR, error_type))
         finally:
             end = obs.timings.end
@@ -255,15 +225,15 @@ class OTelSink:
     def _attrs_for(
         self, info: RequestInfo, model: str | None, response_model: str | None, error: str | None
     ) -> tuple[dict[str, Any], ...]:
-        base: dict[str, Any] = {genai.GEN_AI_OPERATION_NAME: info.operation, **self._where(info)}
+        base: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: info.operation, **self._where(info)}
         if model:
-            base[genai.GEN_AI_REQUEST_MODEL] = model
-        cost_attrs = {key: base[key] for key in base if key not in (SERVER_ADDRESS, SERVER_PORT)}
+            base[sc.GEN_AI_REQUEST_MODEL] = model
+        cost_attrs = {key: base[key] for key in base if key not in (sc.SERVER_ADDRESS, sc.SERVER_PORT)}
         if response_model:
-            base[genai.GEN_AI_RESPONSE_MODEL] = response_model
-        inputs = {**base, genai.GEN_AI_TOKEN_TYPE: _INPUT}
-        outputs = {**base, genai.GEN_AI_TOKEN_TYPE: _OUTPUT}
-        with_error = base if error is None else {**base, ERROR_TYPE: error}
+            base[sc.GEN_AI_RESPONSE_MODEL] = response_model
+        inputs = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}
+        outputs = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
+        with_error = base if error is None else {**base, sc.ERROR_TYPE: error}
         return base, inputs, outputs, with_error, cost_attrs
 
 
@@ -273,20 +243,20 @@ class _Instruments:
     def __init__(self, meter_provider: MeterProvider) -> None:
         meter = meter_provider.get_meter("llmobs", __version__)
         self.tokens: Histogram = meter.create_histogram(
-            gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE,
-            unit="{token}",
+            sc.GEN_AI_CLIENT_TOKEN_USAGE,
+            unit=sc.UNIT_TOKEN,
             description="Number of input and output tokens used.",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
         self.duration: Histogram = meter.create_histogram(
-            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION,
-            unit="s",
+            sc.GEN_AI_CLIENT_OPERATION_DURATION,
+            unit=sc.UNIT_SECONDS,
             description="GenAI operation duration.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.time_to_first_chunk: Histogram = meter.create_histogram(
-            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
-            unit="s",
+            sc.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            unit=sc.UNIT_SECONDS,
             description="Time to receive the first chunk of a streamed response.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
@@ -298,7 +268,7 @@ class _Instruments:
 def _is_param(key: str, value: Any) -> bool:
     if not (key.startswith(_PARAM_PREFIXES) or key in _PARAM_KEYS) or value is None:
         return False
-    if key == genai.GEN_AI_REQUEST_CHOICE_COUNT and value == 1:
+    if key == sc.GEN_AI_REQUEST_CHOICE_COUNT and value == 1:
         return False  # the conventions ask for choice.count only when it is not 1
     if isinstance(value, (str, bool, int, float)):
         return True
@@ -310,16 +280,16 @@ def _content_attributes(obs: Observation, redactor: Redactor) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     truncated = False
     for key, content, field in (
-        (genai.GEN_AI_INPUT_MESSAGES, obs.request.input_content, "messages"),
-        (genai.GEN_AI_SYSTEM_INSTRUCTIONS, obs.request.input_content, "system"),
-        (genai.GEN_AI_OUTPUT_MESSAGES, obs.output_content, "messages"),
+        (sc.GEN_AI_INPUT_MESSAGES, obs.request.input_content, "messages"),
+        (sc.GEN_AI_SYSTEM_INSTRUCTIONS, obs.request.input_content, "system"),
+        (sc.GEN_AI_OUTPUT_MESSAGES, obs.output_content, "messages"),
     ):
         value = getattr(content, field) if content is not None else ()
         if value:
             attrs[key] = _json(redactor.redact_value(list(value)))
         truncated = truncated or _truncated(content)
     if truncated:
-        attrs[ATTR_CONTENT_TRUNCATED] = True
+        attrs[sc.CONTENT_TRUNCATED] = True
     return attrs
 
 
@@ -348,27 +318,27 @@ def _time_to_first_chunk(obs: Observation) -> float | None:
 
 
 def _response_attributes(obs: Observation) -> dict[str, Any]:
-    attrs: dict[str, Any] = {ATTR_OUTCOME: str(obs.outcome), HTTP_RESPONSE_STATUS_CODE: obs.status_code}
+    attrs: dict[str, Any] = {sc.OUTCOME: str(obs.outcome), sc.HTTP_RESPONSE_STATUS_CODE: obs.status_code}
     if obs.response_id:
-        attrs[genai.GEN_AI_RESPONSE_ID] = obs.response_id
+        attrs[sc.GEN_AI_RESPONSE_ID] = obs.response_id
     if obs.response_model:
-        attrs[genai.GEN_AI_RESPONSE_MODEL] = obs.response_model
+        attrs[sc.GEN_AI_RESPONSE_MODEL] = obs.response_model
     if obs.finish_reasons:
-        attrs[genai.GEN_AI_RESPONSE_FINISH_REASONS] = [str(reason) for reason in obs.finish_reasons]
+        attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [str(reason) for reason in obs.finish_reasons]
     usage = obs.usage
     for key, value in (
-        (genai.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
-        (genai.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
-        (genai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
-        (genai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_write_tokens),
-        (genai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
-        (ATTR_ESTIMATED_OUTPUT_TOKENS, obs.estimated_output_tokens),
+        (sc.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
+        (sc.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
+        (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
+        (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_write_tokens),
+        (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
+        (sc.ESTIMATED_OUTPUT_TOKENS, obs.estimated_output_tokens),
     ):
         if value is not None:
             attrs[key] = value
-    attrs[ATTR_USAGE_SOURCE] = str(obs.usage_source)
+    attrs[sc.USAGE_SOURCE] = str(obs.usage_source)
     if obs.tool_calls:
-        attrs[ATTR_TOOL_CALLS] = list(obs.tool_calls)
+        attrs[sc.TOOL_CALLS] = list(obs.tool_calls)
     quality = obs.quality
     for name, value in (
         ("invalid_json", quality.invalid_json),
@@ -376,18 +346,18 @@ def _response_attributes(obs: Observation) -> dict[str, Any]:
         ("refusal", quality.refusal),
     ):
         if value is not None:
-            attrs[ATTR_QUALITY + name] = value
+            attrs[sc.QUALITY + name] = value
     attrs.update(obs.attributes)
     ttfc = _time_to_first_chunk(obs)
     if ttfc is not None:
-        attrs[genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
+        attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
     if obs.cost is not None:
-        attrs[ATTR_COST_USD] = float(obs.cost)
+        attrs[sc.COST_USD] = float(obs.cost)
     for key, names in (
-        (openai_attrs.OPENAI_RESPONSE_SERVICE_TIER, ("service_tier", openai_attrs.OPENAI_RESPONSE_SERVICE_TIER)),
+        (sc.OPENAI_RESPONSE_SERVICE_TIER, ("service_tier", sc.OPENAI_RESPONSE_SERVICE_TIER)),
         (
-            openai_attrs.OPENAI_RESPONSE_SYSTEM_FINGERPRINT,
-            ("system_fingerprint", openai_attrs.OPENAI_RESPONSE_SYSTEM_FINGERPRINT),
+            sc.OPENAI_RESPONSE_SYSTEM_FINGERPRINT,
+            ("system_fingerprint", sc.OPENAI_RESPONSE_SYSTEM_FINGERPRINT),
         ),
     ):
         value = next((obs.extra[n] for n in names if isinstance(obs.extra.get(n), str)), None)
