@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -278,6 +279,31 @@ def test_embeddings_usage_has_input_only() -> None:
     assert usage.pricing == (("input_tokens", 8),)
     cost = PriceTable.load(provider="openai", price_file=None).price("text-embedding-3-small", usage)
     assert cost is not None and cost > 0
+
+
+@pytest.mark.parametrize(
+    ("embedding", "dims"),
+    [
+        ([0.5, -0.25, 0.0], 3),
+        ("AAAAAAAAgD8AAAAA", 3),  # base64 of three float32s: measured, never decoded
+        ("AAAAAAAAgD8=", 2),  # 9 bytes less one of padding
+        ("AAAAAAA=", None),  # 5 bytes: not whole float32s
+        ([], None),
+        (None, None),
+    ],
+)
+def test_embeddings_dimension_count_from_the_vectors_returned(embedding: Any, dims: int | None) -> None:
+    acc = ENDPOINTS["embeddings"].accumulator(info("embeddings", stream=False), 0.0)
+    acc.on_body(json.dumps({"data": [{"embedding": embedding}], "usage": {"prompt_tokens": 1}}).encode())
+    attributes = acc.finish(Outcome.COMPLETED, 200, 1.0).attributes
+    assert attributes == ({"gen_ai.embeddings.dimension.count": dims} if dims else {})
+
+
+def test_embeddings_dimension_count_asked_for_is_not_measured_again() -> None:
+    asked = dataclasses.replace(info("embeddings", stream=False), params={"gen_ai.embeddings.dimension.count": 2})
+    acc = ENDPOINTS["embeddings"].accumulator(asked, 0.0)
+    acc.on_body(b'{"data":[{"embedding":[0.5,0.25]}],"usage":{"prompt_tokens":1}}')
+    assert acc.finish(Outcome.COMPLETED, 200, 1.0).attributes == {}  # the span has it from the request
 
 
 def test_cache_write_tokens_and_garbage_counts() -> None:

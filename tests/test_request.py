@@ -90,6 +90,18 @@ def test_model_stream_and_parameters() -> None:
     assert CHAT.parse(b'{"model": 5}', inject_usage=False).model is None
 
 
+def test_embeddings_dimensions_and_encoding_format() -> None:
+    embeddings = ENDPOINTS["embeddings"]
+    body = b'{"model":"text-embedding-3-small","input":"x","dimensions":256,"encoding_format":"base64"}'
+    assert embeddings.parse(body).params == {
+        "gen_ai.embeddings.dimension.count": 256,
+        "gen_ai.request.encoding_formats": ["base64"],  # semconv: a list, though OpenAI takes one
+    }
+    assert embeddings.parse(b'{"model":"m","input":"x","dimensions":true,"encoding_format":7}').params == {}
+    # Only an embeddings request has them: chat's own fields of those names are not read.
+    assert CHAT.parse(b'{"model":"m","dimensions":8,"encoding_format":"float"}').params == {}
+
+
 def test_tenant_from_header_then_key_fingerprint_then_empty() -> None:
     header = b"x-llmobs-tenant"
     assert tenant_of({header: b" team-a "}, header) == "team-a"

@@ -59,6 +59,8 @@ def parse_body(
     model = obj.get("model") if isinstance(obj.get("model"), str) else None
     stream = obj.get("stream") is True
     params = _params(obj)
+    if endpoint == "embeddings":
+        params.update(_embeddings_params(obj))
     injected = False
     if inject_usage and stream and stream_usage_option:
         new_body = with_usage_option(obj, body)
@@ -143,6 +145,18 @@ def _captured(endpoint: str, obj: dict[str, Any]) -> Content | None:
     except Exception as exc:  # noqa: BLE001 - telemetry never breaks the request; the message may hold content
         log.debug("content capture failed: %s", type(exc).__name__)
         return None
+
+
+def _embeddings_params(obj: dict[str, Any]) -> dict[str, Any]:
+    """`dimensions` and `encoding_format` of an embeddings request, when it names them."""
+    params: dict[str, Any] = {}
+    dimensions = obj.get("dimensions")
+    if isinstance(dimensions, int) and not isinstance(dimensions, bool) and dimensions > 0:
+        params[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
+    encoding = obj.get("encoding_format")
+    if isinstance(encoding, str) and 0 < len(encoding) <= 32:  # OpenAI takes one: `float` or `base64`
+        params[sc.GEN_AI_REQUEST_ENCODING_FORMATS] = [encoding]
+    return params
 
 
 def _params(obj: dict[str, Any]) -> dict[str, Any]:
