@@ -232,6 +232,25 @@ def test_response_usage_and_cost_attributes(h: Harness) -> None:
     assert "error.type" not in attrs
     assert span.status.status_code is StatusCode.UNSET
 
+    assert not {k for k in attrs if ".audio." in k or ".image." in k}  # no modality reported
+
+
+def test_usage_per_modality_where_reported(h: Harness) -> None:
+    """Audio and image counts (Realtime, images, transcriptions): the genai repository's names,
+    ahead of the pinned package; image output has no semconv name and gets ours."""
+    usage = Usage(
+        input_tokens=30, output_tokens=50, input_audio_tokens=20, output_audio_tokens=40, input_image_tokens=5
+    )
+    span = h.run(chat(), usage=usage, usage_source=UsageSource.REPORTED)
+    assert span is not None
+    attrs = dict(span.attributes or {})
+    assert attrs["gen_ai.usage.audio.input_tokens"] == 20
+    assert attrs["gen_ai.usage.audio.output_tokens"] == 40
+    assert attrs["gen_ai.usage.image.input_tokens"] == 5
+    assert "llmobs.usage.image.output_tokens" not in attrs  # not reported
+    span = h.run(chat(), usage=Usage(input_tokens=9, output_tokens=4160, output_image_tokens=4160))
+    assert span is not None and dict(span.attributes or {})["llmobs.usage.image.output_tokens"] == 4160
+
 
 def test_unpriced_request_has_no_cost_attribute(h: Harness) -> None:
     span = h.run(chat(), cost=None)

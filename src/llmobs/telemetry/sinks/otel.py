@@ -332,6 +332,10 @@ def _response_attributes(obs: Observation) -> dict[str, Any]:
         (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
         (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_write_tokens),
         (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
+        (sc.GEN_AI_USAGE_AUDIO_INPUT_TOKENS, usage.input_audio_tokens),
+        (sc.GEN_AI_USAGE_AUDIO_OUTPUT_TOKENS, usage.output_audio_tokens),
+        (sc.GEN_AI_USAGE_IMAGE_INPUT_TOKENS, usage.input_image_tokens),
+        (sc.USAGE_IMAGE_OUTPUT_TOKENS, usage.output_image_tokens),
         (sc.ESTIMATED_OUTPUT_TOKENS, obs.estimated_output_tokens),
     ):
         if value is not None:
