@@ -147,6 +147,69 @@ def test_input_is_bounded_and_says_so() -> None:
     assert many is not None and many.truncated and len(many.messages) < 10_000
 
 
+# -- input: the tools offered (gen_ai.tool.definitions) ------------------------------------------
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_chat_tools_and_legacy_functions_as_tool_definitions() -> None:
+    tools = [
+        {"type": "function", "function": {"name": "weather", "description": "Now", "parameters": WEATHER_SCHEMA}},
+        {"type": "custom", "custom": {"name": "sql", "description": "free-form", "format": {"type": "text"}}},
+        {"type": "function", "function": {"description": "no name"}},  # not a tool: skipped
+        "garbage",
+    ]
+    functions = [{"name": "legacy", "parameters": {"type": "object"}}]
+    parsed = CHAT.parse(body(model="m", messages=[], tools=tools, functions=functions), capture_content=True)
+    assert parsed.input_content is not None
+    assert parsed.input_content.tools == (
+        {"type": "function", "name": "weather", "description": "Now", "parameters": WEATHER_SCHEMA},
+        {"type": "custom", "name": "sql"},
+        {"type": "function", "name": "legacy", "parameters": {"type": "object"}},
+    )
+    off = CHAT.parse(body(model="m", messages=[], tools=tools))
+    assert off.input_content is None and off.tool_definitions == 4  # the count is no content: always there
+
+
+def test_responses_and_anthropic_tools_as_tool_definitions() -> None:
+    tools = [{"type": "function", "name": "weather", "parameters": WEATHER_SCHEMA}, {"type": "web_search"}]
+    parsed = RESPONSES.parse(body(model="m", input="hi", tools=tools), capture_content=True)
+    assert parsed.input_content is not None
+    assert parsed.input_content.tools == (
+        {"type": "function", "name": "weather", "parameters": WEATHER_SCHEMA},
+        {"type": "web_search", "name": "web_search"},  # a built-in has no name of its own
+    )
+    tools = [
+        {"name": "weather", "description": "Now", "input_schema": WEATHER_SCHEMA},
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+    ]
+    messages = ENDPOINTS["messages"].parse(
+        body(model="m", max_tokens=9, messages=[], tools=tools), capture_content=True
+    )
+    assert messages.input_content is not None
+    assert messages.input_content.tools == (
+        {"type": "function", "name": "weather", "description": "Now", "parameters": WEATHER_SCHEMA},
+        {"type": "web_search_20250305", "name": "web_search"},
+    )
+
+
+def test_tool_definitions_are_bounded_apart_from_messages() -> None:
+    huge = {"type": "object", "description": "x" * MAX_CHARS}
+    tools = [
+        {"type": "function", "function": {"name": "big", "parameters": huge}},
+        {"type": "function", "function": {"name": "long", "description": "d" * (MAX_CHARS + 10)}},
+    ]
+    parsed = CHAT.parse(
+        body(model="m", messages=[{"role": "user", "content": "hi"}], tools=tools), capture_content=True
+    )
+    content = parsed.input_content
+    assert content is not None and content.truncated
+    assert content.messages == ({"role": "user", "parts": [text("hi")]},)  # the messages keep their budget
+    big, long = content.tools
+    assert big == {"type": "function", "name": "big"}  # a schema is whole or absent, never cut
+    assert long["name"] == "long" and len(long["description"]) < MAX_CHARS
+
+
 # -- output: accumulators ------------------------------------------------------------------------
 
 
@@ -391,6 +454,16 @@ def test_span_carries_redacted_semconv_json() -> None:
     assert "llmobs.content.truncated" not in attrs
 
 
+def test_tool_definitions_on_the_span_redacted_only_with_capture() -> None:
+    tools = ({"type": "function", "name": "mail", "description": "writes to ann@example.com"},)
+    prompt = Content(messages=PROMPT.messages, tools=tools)
+    attrs = Sink().run(captured(content=prompt), ANSWER)
+    assert json.loads(attrs["gen_ai.tool.definitions"]) == [
+        {"type": "function", "name": "mail", "description": "writes to [REDACTED:email]"}
+    ]
+    assert "gen_ai.tool.definitions" not in Sink().run(captured(capture=False, content=prompt), ANSWER)
+
+
 def test_redaction_can_be_turned_off_or_extended() -> None:
     attrs = Sink(Redactor(enabled=False)).run(captured(), ANSWER)
     assert "ann@example.com" in attrs["gen_ai.input.messages"]
@@ -400,7 +473,7 @@ def test_redaction_can_be_turned_off_or_extended() -> None:
 
 def test_no_capture_flag_no_content_attributes() -> None:
     attrs = Sink().run(captured(capture=False), ANSWER)
-    assert not any(key.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.system")) for key in attrs)
+    assert not any(key.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.system", "gen_ai.tool")) for key in attrs)
 
 
 def test_truncation_is_noted_on_the_span() -> None:

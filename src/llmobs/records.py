@@ -107,14 +107,15 @@ class Content:
     """Captured prompt or completion text (opt-in), in the GenAI conventions' message shape.
 
     `messages` follow gen_ai.input.messages / gen_ai.output.messages (role, parts, and
-    finish_reason on output); `system` follows gen_ai.system_instructions (a list of parts).
-    Unredacted: the OTel sink redacts just before the text leaves the process. `truncated`
-    says the size cap cut something off.
+    finish_reason on output); `system` follows gen_ai.system_instructions (a list of parts);
+    `tools` (input only) follows gen_ai.tool.definitions. Unredacted: the OTel sink redacts
+    just before the text leaves the process. `truncated` says a size cap cut something off.
     """
 
     messages: tuple[dict[str, Any], ...] = ()
     system: tuple[dict[str, Any], ...] = ()
     truncated: bool = False
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from genai_prices.data import providers as BUNDLED_PROVIDERS
 from llmobs.apis.anthropic_content import capture_blocks, capture_event, input_content, semconv_finish
 from llmobs.apis.base import Accumulator, count, error_type, loads_object
 from llmobs.apis.quality import Judge
+from llmobs.apis.tool_definitions import with_tools
 from llmobs.records import Content, Observation, Outcome, ParsedBody, Usage
 from llmobs.sse import Event
 from llmobs.telemetry import semconv as sc
@@ -104,7 +105,7 @@ def _request_object(body: bytes) -> dict[str, Any] | None:
 
 def _captured(obj: dict[str, Any]) -> Content | None:
     try:
-        return input_content(obj)
+        return with_tools(input_content(obj), obj.get("tools"))
     except Exception as exc:  # noqa: BLE001 - telemetry never breaks the request; the message may hold content
         log.debug("content capture failed: %s", type(exc).__name__)
         return None

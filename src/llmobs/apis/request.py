@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from llmobs.apis.content import input_content
+from llmobs.apis.tool_definitions import with_tools
 from llmobs.jsonio import loads, too_complex
 from llmobs.records import Content, ParsedBody
 from llmobs.stream_usage import with_usage_option
@@ -141,7 +142,10 @@ def _scanned(body: bytes, inject_usage: bool) -> ParsedBody:
 
 def _captured(endpoint: str, obj: dict[str, Any]) -> Content | None:
     try:
-        return input_content(endpoint, obj)
+        content = input_content(endpoint, obj)
+        if content is not None and endpoint in _TOOL_ENDPOINTS:
+            content = with_tools(content, obj.get("tools"), obj.get("functions"))
+        return content
     except Exception as exc:  # noqa: BLE001 - telemetry never breaks the request; the message may hold content
         log.debug("content capture failed: %s", type(exc).__name__)
         return None

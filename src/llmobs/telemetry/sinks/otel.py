@@ -276,13 +276,14 @@ def _is_param(key: str, value: Any) -> bool:
 
 
 def _content_attributes(obs: Observation, redactor: Redactor) -> dict[str, Any]:
-    """Captured prompt and completion as semconv JSON strings, redacted on the way out."""
+    """Captured prompt, completion and tools offered as semconv JSON strings, redacted on the way out."""
     attrs: dict[str, Any] = {}
     truncated = False
     for key, content, field in (
         (sc.GEN_AI_INPUT_MESSAGES, obs.request.input_content, "messages"),
         (sc.GEN_AI_SYSTEM_INSTRUCTIONS, obs.request.input_content, "system"),
         (sc.GEN_AI_OUTPUT_MESSAGES, obs.output_content, "messages"),
+        (sc.GEN_AI_TOOL_DEFINITIONS, obs.request.input_content, "tools"),
     ):
         value = getattr(content, field) if content is not None else ()
         if value:
