@@ -10,7 +10,8 @@ import pytest
 
 from llmobs.apis.openai_common import parse_usage
 from llmobs.apis.table import ENDPOINTS, OTHER, classify
-from llmobs.records import Outcome, RequestInfo, Usage, UsageSource
+from llmobs.records import CHUNK_INTERVALS, Outcome, RequestInfo, Usage, UsageSource
+from llmobs.sse import Event
 from llmobs.telemetry.pricing import PriceTable
 from observing import sse_observer
 
@@ -231,6 +232,46 @@ def test_responses_stream(event_names: bool) -> None:
     assert obs.finish_reasons == ("stop",)
     assert (obs.timings.first_reasoning, obs.timings.first_token) == (2.0, 3.0)
     assert obs.response_id == "resp_1" and obs.outcome is Outcome.COMPLETED
+
+
+# -- output chunk instants (gen_ai.client.operation.time_per_output_chunk) --------------------
+
+
+def timed(request: RequestInfo) -> RequestInfo:
+    return dataclasses.replace(request, chunk_times=True)
+
+
+def test_chat_chunk_instants_are_the_output_events_only() -> None:
+    stream = sse(
+        chunk({"role": "assistant", "content": ""}),  # t=1: no output
+        chunk({"reasoning_content": "hm"}),  # t=2: reasoning is output
+        chunk({"content": "Hel"}),  # t=3
+        chunk({"content": "lo"}),  # t=4: skimmed, never decoded, still an instant
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),  # t=5
+        chunk({}, "stop"),  # t=6: no output
+        {**chunk(), "choices": [], "usage": USAGE},
+        "[DONE]",
+    )
+    obs, _ = run_stream(timed(info()), events_of(stream))
+    assert obs.timings.chunks == (2.0, 3.0, 4.0, 5.0)
+    plain, _ = run_stream(info(), events_of(stream))
+    assert plain.timings.chunks == ()  # no OTel meter: nothing noted
+    whole, _ = run_stream(timed(info(stream=False)), [json.dumps({"choices": []}).encode()])
+    assert whole.timings.chunks == ()
+
+
+def test_chunk_instants_are_bounded() -> None:
+    acc = ENDPOINTS["chat/completions"].observe(timed(info()), 0.0)
+    for t in range(CHUNK_INTERVALS + 100):
+        acc.on_event(Event(json.dumps(chunk({"content": "x"})).encode()), float(t))
+    obs = acc.finish(Outcome.COMPLETED, 200, 1e9)
+    assert len(obs.timings.chunks) == CHUNK_INTERVALS + 1 and obs.timings.chunks[-1] == CHUNK_INTERVALS
+    assert acc.token_events == CHUNK_INTERVALS + 100  # the estimate still counts them all
+
+
+def test_responses_chunk_instants_start_at_the_first_output_delta() -> None:
+    obs, _ = run_stream(timed(info("responses")), events_of(responses_stream(RESPONSE)))
+    assert obs.timings.chunks == (2.0, 3.0, 4.0)  # reasoning, text, text: not created, not completed
 
 
 def test_responses_incomplete_max_output_tokens_is_length() -> None:

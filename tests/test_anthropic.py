@@ -98,15 +98,23 @@ THINKING_STREAM = [
 WHOLE = b"".join(THINKING_STREAM)
 
 
-def info(stream: bool = True, capture: bool = False) -> RequestInfo:
+def info(stream: bool = True, capture: bool = False, chunk_times: bool = False) -> RequestInfo:
     return RequestInfo(
-        endpoint="messages", operation="chat", model=MODEL, stream=stream, provider="anthropic", capture_content=capture
+        endpoint="messages",
+        operation="chat",
+        model=MODEL,
+        stream=stream,
+        provider="anthropic",
+        capture_content=capture,
+        chunk_times=chunk_times,
     )
 
 
-def run_stream(pieces: list[bytes], *, capture: bool = False, outcome: Outcome = Outcome.COMPLETED) -> Observation:
+def run_stream(
+    pieces: list[bytes], *, capture: bool = False, outcome: Outcome = Outcome.COMPLETED, chunk_times: bool = False
+) -> Observation:
     """Feed pieces at t = 1, 2, 3, ... through the real observer; finish at t = len + 1."""
-    acc = MESSAGES.observe(info(capture=capture), 0.0)
+    acc = MESSAGES.observe(info(capture=capture, chunk_times=chunk_times), 0.0)
     observer = sse_observer(acc)
     for t, piece in enumerate(pieces, start=1):
         observer.feed(piece, float(t))
@@ -156,6 +164,12 @@ def test_thinking_then_text_timings() -> None:
     assert obs.timings.first_reasoning == 4.0
     assert obs.timings.first_token == 9.0 and obs.timings.reasoning_end == 9.0
     assert obs.timings.reasoning_duration == 5.0
+
+
+def test_chunk_instants_are_the_thinking_and_text_deltas() -> None:
+    # Not message_start, ping, block starts and stops, the signature, message_delta or message_stop.
+    assert run_stream(THINKING_STREAM, chunk_times=True).timings.chunks == (4.0, 5.0, 9.0, 10.0)
+    assert run_stream(THINKING_STREAM).timings.chunks == ()
 
 
 def test_every_byte_split_gives_the_same_observation() -> None:
@@ -213,6 +227,7 @@ def test_a_tool_call_is_an_answer_but_its_empty_first_piece_is_no_token() -> Non
     assert obs.usage.output_tokens == 2 and obs.usage.input_tokens == 115  # message_start's input kept
     cut = run_stream(stream[:5])
     assert cut.estimated_output_tokens == 2
+    assert run_stream(stream, chunk_times=True).timings.chunks == (4.0, 5.0)  # the empty piece is no chunk
 
 
 def test_thinking_text_that_quotes_a_delta_type_is_still_thinking() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import re
@@ -293,6 +294,22 @@ def test_image_stream_first_partial_is_ttft_completed_events_add_up() -> None:
     assert dict(obs.usage.pricing)["input_image_tokens"] == 24
     cut = feed_stream(media.ImagesAccumulator(info("images_edits", "gpt-image-1", stream=True), 0.0), sse(partial))
     assert cut.outcome is Outcome.STREAM_INTERRUPTED and cut.usage_source is UsageSource.MISSING
+
+
+def test_media_chunk_instants_are_partial_images_and_finished_images() -> None:
+    partial = {"type": "image_generation.partial_image", "b64_json": "x", "partial_image_index": 0}
+    done = {"type": "image_generation.completed", "b64_json": "y", "usage": IMAGE_USAGE}
+    timed = dataclasses.replace(info("images_generations", "gpt-image-1", stream=True), chunk_times=True)
+    stream = sse(partial, partial, done)
+    first, second = len(sse(partial)), len(sse(partial, partial))
+    obs = feed_stream(media.ImagesAccumulator(timed, 0.0), stream, [first, second])
+    assert obs.timings.chunks == (10.0, 11.0, 12.0)
+    # A transcript's done event repeats the text: no chunk of its own.
+    delta = {"type": "transcript.text.delta", "delta": "tok "}
+    text_done = {"type": "transcript.text.done", "text": "tok tok ", "usage": {"type": "tokens", "input_tokens": 1}}
+    transcript = dataclasses.replace(info("audio_transcriptions", "gpt-4o-transcribe", stream=True), chunk_times=True)
+    obs = feed_stream(media.TranscriptionAccumulator(transcript, 0.0), sse(delta, delta, text_done), [58, 116])
+    assert obs.timings.chunks == (10.0, 11.0)
 
 
 def test_stream_error_event_is_the_error_type() -> None:

@@ -379,6 +379,26 @@ def test_unreported_usage_records_no_token_points_and_non_streams_no_ttfc(h: Har
     assert len(h.points("gen_ai.client.operation.duration")) == 1
 
 
+def test_time_per_output_chunk_one_point_per_chunk_after_the_first(h: Harness) -> None:
+    start = time.perf_counter()
+    chunks = (start + 0.3, start + 0.35, start + 0.5, start + 0.5, start + 1.9)  # two in one read: 0 s
+    h.run(
+        chat(stream=True),
+        timings=Timings(start=start, end=start + 2.0, first_token=start + 0.3, chunks=chunks),
+        response_model="gpt-4o-2024-08-06",
+    )
+    (point,) = h.points("gen_ai.client.operation.time_per_output_chunk")
+    assert point.count == 4 and point.sum == pytest.approx(1.6)  # last chunk's end - first chunk's end
+    assert point.bucket_counts[0] == 1 and point.min == 0  # the two chunks of one read
+    assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+    assert "error.type" not in point.attributes and point.attributes["gen_ai.response.model"] == "gpt-4o-2024-08-06"
+    # A stream with one chunk has no interval; a non-stream reports none (the conventions: streams only).
+    h.run(chat(stream=True), timings=Timings(start=start, end=start + 1, chunks=(start + 0.5,)))
+    h.run(chat(model="other"), timings=Timings(start=start, end=start + 1, chunks=chunks))
+    (point,) = h.points("gen_ai.client.operation.time_per_output_chunk")
+    assert point.count == 4
+
+
 def test_metrics_are_recorded_without_tracing() -> None:
     reader = InMemoryMetricReader()
     sink = OTelSink(

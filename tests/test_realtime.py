@@ -19,6 +19,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import Proxied
 from fault_upstream import refused_port
+from llmobs.apis.openai_realtime import RealtimeAdapter
+from llmobs.observe import Finished
+from llmobs.records import RequestInfo
 from llmobs.sim import SimConfig, create_app
 from servers import ServerThread, serve
 
@@ -322,3 +325,20 @@ def test_the_operators_key_replaces_the_clients_on_the_upgrade(
     seen = upstream.headers[0]
     assert seen[b"authorization"] == b"Bearer sk-operator-key"
     assert KEY.encode() not in b"".join(seen.values())
+
+
+def test_chunk_instants_per_response_only_when_asked_for() -> None:
+    def frames(session: Any) -> Any:
+        session.upstream_frame(json.dumps({"type": "response.created", "response": {"id": "r1"}}), 1.0)
+        for t in (2.0, 3.0, 5.0):
+            session.upstream_frame(json.dumps({"type": "response.output_text.delta", "delta": "x"}), t)
+        session.upstream_frame(json.dumps({"type": "response.output_text.done", "text": "xxx"}), 6.0)
+        done = {"type": "response.done", "response": {"id": "r1", "status": "completed", "output": []}}
+        session.upstream_frame(json.dumps(done), 7.0)
+        (finished,) = [e for e in session.drain() if isinstance(e, Finished)]
+        return finished.observation.timings.chunks
+
+    info = RequestInfo(endpoint="realtime", operation="chat", model="gpt-realtime", stream=True)
+    assert frames(RealtimeAdapter().watch(info)) == ()
+    timed = RequestInfo(endpoint="realtime", operation="chat", model="gpt-realtime", stream=True, chunk_times=True)
+    assert frames(RealtimeAdapter().watch(timed)) == (2.0, 3.0, 5.0)

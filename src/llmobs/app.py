@@ -177,6 +177,7 @@ class LLMObs:
             max_message_bytes=settings.max_websocket_message_bytes,
             max_buffered_bytes=settings.max_buffered_bytes,
             max_event_bytes=settings.max_event_bytes,
+            chunk_times=self.meter_provider is not None,  # time_per_output_chunk: only for OTel metrics
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.scrape = scrape_registry(self.registry, multiprocess_dir())

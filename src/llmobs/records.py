@@ -71,6 +71,11 @@ class Usage:
         return {name: value for name, value in pairs if value is not None}
 
 
+# Bound on the intervals between output chunks kept per stream (4096 + 1 instants, ~32 KiB as a
+# list): enough for all but the longest answers, whose later chunks are left out of the metric.
+CHUNK_INTERVALS = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class Timings:
     """Monotonic (perf_counter) instants of one request; None when the moment never came."""
@@ -81,6 +86,9 @@ class Timings:
     first_token: float | None = None  # first answer (content/text/tool) delta of a stream
     first_reasoning: float | None = None  # first reasoning delta of a stream
     reasoning_end: float | None = None  # first answer delta after reasoning started
+    # When each output chunk of a stream arrived (the first CHUNK_INTERVALS + 1), only when
+    # RequestInfo.chunk_times asked for them: gen_ai.client.operation.time_per_output_chunk.
+    chunks: tuple[float, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -155,6 +163,7 @@ class RequestInfo:
     input_content: Content | None = None  # prompts, only when capture_content is on
     tool_definitions: int | None = None  # tools offered (0: none); None: not an API with tools, or unread
     expects_json: bool = False  # the request asked for JSON output (response_format and the like)
+    chunk_times: bool = False  # note when each output chunk arrives (an OTel meter provider is on)
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,8 @@ class MessagesAccumulator(Accumulator):
         if _TEXT in data:
             self.answered(now)
             self.token_events += 1
+            if self.chunks is not None:
+                self.chunk(now)
             if judge is not None:
                 if judge.expects_json:
                     obj = self._judge_delta(judge, data, obj)
@@ -244,11 +246,15 @@ class MessagesAccumulator(Accumulator):
             if _EMPTY_TOOL_PIECE.search(data) is None:
                 self.answered(now)
                 self.token_events += 1
+                if self.chunks is not None:
+                    self.chunk(now)
             if judge is not None:
                 obj = self._judge_delta(judge, data, obj)
         elif _THINKING in data:
             self.reasoned(now)
             self.token_events += 1
+            if self.chunks is not None:
+                self.chunk(now)
         return obj
 
     def _tool_start(self, data: bytes, obj: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -14,7 +14,18 @@ from llmobs.apis.content import OutputCapture
 from llmobs.apis.quality import NOT_JUDGED, Judge
 from llmobs.jsonio import loads, too_complex
 from llmobs.ratelimits import from_headers
-from llmobs.records import Content, Observation, Outcome, Quality, RateLimit, RequestInfo, Timings, Usage, UsageSource
+from llmobs.records import (
+    CHUNK_INTERVALS,
+    Content,
+    Observation,
+    Outcome,
+    Quality,
+    RateLimit,
+    RequestInfo,
+    Timings,
+    Usage,
+    UsageSource,
+)
 from llmobs.sse import Event
 
 
@@ -69,6 +80,8 @@ class Accumulator:
         self.first_reasoning: float | None = None
         self.reasoning_end: float | None = None
         self.token_events = 0  # stream chunks that carried generated text; for estimates
+        # Arrival instants of output chunks (for time_per_output_chunk), only when asked for.
+        self.chunks: list[float] | None = [] if info.chunk_times and info.stream else None
         self.extra: dict[str, Any] = {}
         # Completion text, only when the user opted in: off, nothing is collected or parsed.
         self.output: OutputCapture | None = OutputCapture() if info.capture_content and self.has_output else None
@@ -117,6 +130,15 @@ class Accumulator:
         if self.first_reasoning is None and self.first_token is None:
             self.first_reasoning = now
 
+    def chunk(self, now: float) -> None:
+        """An event that carried output (text, tool call, reasoning) arrived: note when, bounded.
+
+        Only called when `chunks` is on; a list append, nothing decoded.
+        """
+        chunks = self.chunks
+        if chunks is not None and len(chunks) <= CHUNK_INTERVALS:
+            chunks.append(now)
+
     # --- finishing -----------------------------------------------------------
 
     def finish(self, outcome: Outcome, status_code: int, end: float, *, proxy_overhead: float = 0.0) -> Observation:
@@ -147,6 +169,7 @@ class Accumulator:
                 first_token=self.first_token,
                 first_reasoning=self.first_reasoning,
                 reasoning_end=self.reasoning_end,
+                chunks=tuple(self.chunks) if self.chunks else (),
             ),
             usage=self.usage or Usage(),
             usage_source=source,

@@ -41,6 +41,8 @@ class ChatAccumulator(OpenAIAccumulator):
             return
         if self.first_token is not None and self.skims and not self._worth_parsing(data):
             self.token_events += 1
+            if self.chunks is not None:
+                self.chunk(now)
             return
         obj = loads_object(data)
         if obj is None:
@@ -122,6 +124,8 @@ class ChatAccumulator(OpenAIAccumulator):
             self.answered(now)
         if answered or reasoned:
             self.token_events += 1
+            if self.chunks is not None:
+                self.chunk(now)
 
 
 def _judge(judge: Judge, index: int, message: Any, choice: dict[str, Any]) -> None:

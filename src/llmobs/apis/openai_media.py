@@ -131,6 +131,7 @@ class MediaAccumulator(OpenAIAccumulator):
     deltas: frozenset[str] = frozenset()  # stream events that only mark progress (the first is TTFT)
     terminals: frozenset[str] = frozenset()  # stream events that end a stream and carry its usage
     counts_deltas = False  # a delta is about a token (a usage estimate when none arrives)
+    terminal_output = False  # a terminal event carries output of its own (a finished image)
 
     def on_event(self, event: Event, now: float) -> None:
         if not event.data:
@@ -140,6 +141,8 @@ class MediaAccumulator(OpenAIAccumulator):
             self.answered(now)
             if self.counts_deltas:
                 self.token_events += 1
+            if self.chunks is not None:  # a partial image, a piece of transcript or of audio
+                self.chunk(now)
             return
         if obj is None:
             obj = loads_object(event.data)
@@ -150,6 +153,8 @@ class MediaAccumulator(OpenAIAccumulator):
             self.terminal_seen = True
         elif kind in self.terminals:
             self.answered(now)
+            if self.chunks is not None and self.terminal_output:
+                self.chunk(now)
             self.terminal_seen = True
             self.on_terminal(obj)
 
@@ -172,6 +177,7 @@ class ImagesAccumulator(MediaAccumulator):
 
     deltas = frozenset({"image_generation.partial_image", "image_edit.partial_image"})
     terminals = frozenset({"image_generation.completed", "image_edit.completed"})
+    terminal_output = True
 
     def account(self, obj: dict[str, Any]) -> None:
         data = obj.get("data")

@@ -20,7 +20,7 @@ from genai_prices import extract_usage
 from llmobs.apis.base import count, error_type, loads_object
 from llmobs.observe import Begun, Finished
 from llmobs.ratelimits import from_realtime
-from llmobs.records import Observation, Outcome, RateLimit, RequestInfo, Timings, Usage, UsageSource
+from llmobs.records import CHUNK_INTERVALS, Observation, Outcome, RateLimit, RequestInfo, Timings, Usage, UsageSource
 
 # The type is the first field the API writes; the bound keeps the search off base64 audio.
 _TYPE = re.compile(rb'"type"\s*:\s*"([a-z_.]{1,64})"')
@@ -67,6 +67,7 @@ class _Response:
     start: float
     first_token: float | None = None
     deltas: int = 0
+    chunks: list[float] | None = None  # arrival of each output delta, when asked for (bounded)
 
 
 class RealtimeSession:
@@ -94,11 +95,14 @@ class RealtimeSession:
                 response.deltas += 1
                 if response.first_token is None:
                     response.first_token = now
+                chunks = response.chunks
+                if chunks is not None and len(chunks) <= CHUNK_INTERVALS:
+                    chunks.append(now)
         elif kind == b"response.created":
             obj = loads_object(raw)
             response_id = _response_id(obj)
             if response_id is not None and response_id not in self.open:
-                self.open[response_id] = _Response(now)
+                self.open[response_id] = self._begin(now)
                 self._events.append(Begun(response_id, self._info(), now))
         elif kind == b"response.done":
             obj = loads_object(raw)
@@ -127,6 +131,9 @@ class RealtimeSession:
 
     # -----------------------------------------------------------------------------------
 
+    def _begin(self, now: float) -> _Response:
+        return _Response(now, chunks=[] if self.info.chunk_times else None)
+
     def _info(self) -> RequestInfo:
         return dataclasses.replace(self.info, model=self.model, stream=True)
 
@@ -139,7 +146,7 @@ class RealtimeSession:
     def _done(self, response_id: str, response: dict[str, Any], now: float) -> None:
         state = self.open.pop(response_id, None)
         if state is None:  # a response.done without its response.created: account it from here
-            state = _Response(now)
+            state = self._begin(now)
             self._events.append(Begun(response_id, self._info(), now))
         status = response.get("status")
         details = response.get("status_details")
@@ -175,7 +182,13 @@ class RealtimeSession:
             request=self._info(),
             outcome=outcome,
             status_code=101,
-            timings=Timings(start=state.start, end=now, first_byte=state.start, first_token=state.first_token),
+            timings=Timings(
+                start=state.start,
+                end=now,
+                first_byte=state.start,
+                first_token=state.first_token,
+                chunks=tuple(state.chunks) if state.chunks else (),
+            ),
             usage_source=UsageSource.MISSING if interrupted else UsageSource.NOT_APPLICABLE,
             estimated_output_tokens=(state.deltas or None) if interrupted else None,
             response_model=self.model,

@@ -56,6 +56,8 @@ class ResponsesAccumulator(OpenAIAccumulator):
                     if kind == "response.refusal.delta":
                         judge.refusal()
             self.token_events += 1
+            if self.chunks is not None:
+                self.chunk(now)
             if self.output is not None:
                 self._capture_delta(kind, obj if obj is not None else loads_object(event.data), self.output)
         elif kind == "response.output_item.added":

@@ -90,7 +90,9 @@ class Proxy:
         max_message_bytes: int = 16 * 1024 * 1024,
         max_buffered_bytes: int = 1024 * 1024 * 1024,
         max_event_bytes: int = 8 * 1024 * 1024,
+        chunk_times: bool = False,
     ) -> None:
+        """`chunk_times`: note when each output chunk of a stream arrives (for an OTel meter)."""
         self.router = router
         self.recorder = recorder
         self.adapters = adapters
@@ -105,6 +107,7 @@ class Proxy:
         self.inject_stream_usage = inject_stream_usage
         self.max_body_bytes = max_body_bytes
         self.capture_content = capture_content
+        self.chunk_times = chunk_times
         self.rejects_usage_option = False  # learnt from the upstream; see Exchange._forward
         self.in_flight = 0
 
@@ -145,6 +148,7 @@ class Proxy:
             upstream=route.name,
             server_address=upstream.host,
             server_port=upstream.port,
+            chunk_times=self.chunk_times,
         )
         relay = WebSocketRelay(
             scope,
@@ -294,6 +298,7 @@ class Exchange:
             upstream=route.name,
             server_address=upstream.host,
             server_port=upstream.port,
+            chunk_times=self.proxy.chunk_times,
             **fields,
         )
 

@@ -18,8 +18,11 @@ Three families:
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast
 
+from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _genai
 from opentelemetry.semconv._incubating.attributes import openai_attributes as _openai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _metrics
@@ -100,9 +103,33 @@ GEN_AI_CLIENT_OPERATION_DURATION: Final = _metrics.GEN_AI_CLIENT_OPERATION_DURAT
 GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK: Final = _metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK
 GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK: Final = _metrics.GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK
 
-# The units the pinned create_* helpers give these instruments (UCUM: `s`, annotation `{token}`).
-UNIT_TOKEN: Final = "{token}"
-UNIT_SECONDS: Final = "s"
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """A metric as the pinned package defines it: name, unit and description."""
+
+    name: str
+    unit: str
+    description: str
+
+
+class _Spec:
+    """Stands in for a Meter to read what a pinned `create_*` helper asks for."""
+
+    def create_histogram(self, name: str, unit: str = "", description: str = "", **_: Any) -> Instrument:
+        return Instrument(name, unit, description)
+
+
+def _spec(create: Callable[[Meter], Histogram]) -> Instrument:
+    return cast(Instrument, create(cast(Meter, _Spec())))
+
+
+TOKEN_USAGE: Final = _spec(_metrics.create_gen_ai_client_token_usage)
+OPERATION_DURATION: Final = _spec(_metrics.create_gen_ai_client_operation_duration)
+TIME_TO_FIRST_CHUNK: Final = _spec(_metrics.create_gen_ai_client_operation_time_to_first_chunk)
+TIME_PER_OUTPUT_CHUNK: Final = _spec(_metrics.create_gen_ai_client_operation_time_per_output_chunk)
+UNIT_TOKEN: Final = TOKEN_USAGE.unit  # `{token}`: a UCUM annotation
+UNIT_SECONDS: Final = OPERATION_DURATION.unit  # `s`
 # The buckets the GenAI metric conventions suggest (their docs; the helpers set no bucket advice).
 TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1 .. 67,108,864
 DURATION_BUCKETS: Final = tuple(0.01 * 2**i for i in range(14))  # 0.01 .. 81.92 s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -219,6 +220,12 @@ class OTelSink:
         ttfc = _time_to_first_chunk(obs)
         if ttfc is not None:
             inst.time_to_first_chunk.record(ttfc, base)
+        chunks = obs.timings.chunks
+        if info.stream and len(chunks) > 1:
+            # One point per chunk after the first: from the end of the one before to its own end.
+            record = inst.time_per_output_chunk.record
+            for previous, current in itertools.pairwise(chunks):
+                record(current - previous, base)
         if obs.cost is not None and obs.cost >= 0:
             inst.cost.add(float(obs.cost), cost_attrs)
 
@@ -238,28 +245,23 @@ class OTelSink:
 
 
 class _Instruments:
-    """The sink's instruments, created once per meter provider with explicit bucket advice."""
+    """The sink's instruments, created once per meter provider with explicit bucket advice.
+
+    Name, unit and description are the pinned package's (its create_* helpers set no buckets).
+    """
 
     def __init__(self, meter_provider: MeterProvider) -> None:
         meter = meter_provider.get_meter("llmobs", __version__)
-        self.tokens: Histogram = meter.create_histogram(
-            sc.GEN_AI_CLIENT_TOKEN_USAGE,
-            unit=sc.UNIT_TOKEN,
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-        )
-        self.duration: Histogram = meter.create_histogram(
-            sc.GEN_AI_CLIENT_OPERATION_DURATION,
-            unit=sc.UNIT_SECONDS,
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.time_to_first_chunk: Histogram = meter.create_histogram(
-            sc.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
-            unit=sc.UNIT_SECONDS,
-            description="Time to receive the first chunk of a streamed response.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
+
+        def histogram(spec: sc.Instrument, buckets: tuple[float, ...]) -> Histogram:
+            return meter.create_histogram(
+                spec.name, unit=spec.unit, description=spec.description, explicit_bucket_boundaries_advisory=buckets
+            )
+
+        self.tokens = histogram(sc.TOKEN_USAGE, TOKEN_BUCKETS)
+        self.duration = histogram(sc.OPERATION_DURATION, DURATION_BUCKETS)
+        self.time_to_first_chunk = histogram(sc.TIME_TO_FIRST_CHUNK, DURATION_BUCKETS)
+        self.time_per_output_chunk = histogram(sc.TIME_PER_OUTPUT_CHUNK, DURATION_BUCKETS)
         self.cost: Counter = meter.create_counter(
             COST_METRIC, unit="USD", description="Cost of GenAI requests, as priced by llmobs."
         )
