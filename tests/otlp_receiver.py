@@ -42,6 +42,15 @@ class ReceivedSpan:
 
 
 @dataclass(frozen=True)
+class ReceivedExemplar:
+    """One exemplar of a data point: the measurement and the trace it was recorded in."""
+
+    value: float
+    trace_id: str  # 32 hex digits, "" when none
+    span_id: str  # 16 hex digits, "" when none
+
+
+@dataclass(frozen=True)
 class ReceivedPoint:
     """One data point of one metric in one export."""
 
@@ -55,6 +64,8 @@ class ReceivedPoint:
     sum: float | None = None  # histogram
     bucket_counts: tuple[int, ...] = ()
     explicit_bounds: tuple[float, ...] = ()
+    exemplars: tuple[ReceivedExemplar, ...] = ()
+    description: str = ""
 
 
 @dataclass
@@ -273,9 +284,16 @@ def _decode_points(body: bytes) -> Iterator[ReceivedPoint]:
 
 def _metric_points(metric: Any, resource: dict[str, Any]) -> Iterator[ReceivedPoint]:
     kind = metric.WhichOneof("data")
-    common = {"metric": metric.name, "unit": metric.unit, "type": kind, "resource": resource}
+    common = {
+        "metric": metric.name,
+        "unit": metric.unit,
+        "type": kind,
+        "resource": resource,
+        "description": metric.description,
+    }
     for point in getattr(metric, kind).data_points:
         attrs = attributes_of(point.attributes)
+        exemplars = tuple(_exemplar(e) for e in getattr(point, "exemplars", ()))
         if kind == "histogram":
             yield ReceivedPoint(
                 **common,
@@ -284,9 +302,15 @@ def _metric_points(metric: Any, resource: dict[str, Any]) -> Iterator[ReceivedPo
                 sum=point.sum,
                 bucket_counts=tuple(point.bucket_counts),
                 explicit_bounds=tuple(point.explicit_bounds),
+                exemplars=exemplars,
             )
         elif kind in ("sum", "gauge"):
             number = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
-            yield ReceivedPoint(**common, attributes=attrs, value=number)
+            yield ReceivedPoint(**common, attributes=attrs, value=number, exemplars=exemplars)
         else:
             yield ReceivedPoint(**common, attributes=attrs, count=point.count, sum=point.sum)
+
+
+def _exemplar(exemplar: Any) -> ReceivedExemplar:
+    value = exemplar.as_double if exemplar.WhichOneof("value") == "as_double" else exemplar.as_int
+    return ReceivedExemplar(value=value, trace_id=exemplar.trace_id.hex(), span_id=exemplar.span_id.hex())

@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
+from llmobs import __version__
 from llmobs.records import (
     Observation,
     Outcome,
@@ -35,6 +36,7 @@ from llmobs.records import (
     Usage,
     UsageSource,
 )
+from llmobs.telemetry.labels import LabelGuard
 from llmobs.telemetry.otel_setup import providers_from_env
 from llmobs.telemetry.recorder import Recorder
 from llmobs.telemetry.sinks.otel import DURATION_BUCKETS, TOKEN_BUCKETS, OTelSink
@@ -76,6 +78,16 @@ class Harness:
         self.sink.record(Observation(request=info, **obs), handle)
         finished = self.spans.get_finished_spans()
         return finished[-1] if finished and handle is not None else None
+
+    def all_points(self) -> dict[str, list[Any]]:
+        """Every metric's points, from one collection."""
+        data = self.reader.get_metrics_data()
+        found: dict[str, list[Any]] = {}
+        for rm in data.resource_metrics if data is not None else ():
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    found.setdefault(metric.name, []).extend(metric.data.data_points)
+        return found
 
     def points(self, name: str) -> list[Any]:
         data = self.reader.get_metrics_data()
@@ -369,6 +381,7 @@ def test_metrics_use_semconv_names_attributes_and_buckets(h: Harness) -> None:
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o",
+        "llmobs.tenant": "acme",
     }
 
 
@@ -397,6 +410,29 @@ def test_time_per_output_chunk_one_point_per_chunk_after_the_first(h: Harness) -
     h.run(chat(model="other"), timings=Timings(start=start, end=start + 1, chunks=chunks))
     (point,) = h.points("gen_ai.client.operation.time_per_output_chunk")
     assert point.count == 4
+
+
+def test_cost_tenants_are_bounded_like_models() -> None:
+    h = Harness()
+    h.sink._tenants = LabelGuard(2)
+    for tenant in ("a", "b", "c", "d", ""):
+        h.run(chat(tenant=tenant), cost=Decimal("1"))
+    tenants = {p.attributes.get("llmobs.tenant"): p.value for p in h.points("llmobs.cost")}
+    assert tenants == {"a": 1, "b": 1, "other": 2, None: 1}  # no tenant: no attribute
+
+
+def test_points_carry_exemplars_of_sampled_spans_only(h: Harness) -> None:
+    span = h.run(chat(stream=True), usage=Usage(input_tokens=3, output_tokens=2), cost=Decimal("0.1"))
+    assert span is not None
+    trace_id, span_id = span.context.trace_id, span.context.span_id
+    points = h.all_points()  # one collection: collecting hands exemplars out once
+    for name in ("gen_ai.client.token.usage", "gen_ai.client.operation.duration", "llmobs.cost"):
+        assert points[name], name
+        for point in points[name]:
+            assert [(e.trace_id, e.span_id) for e in point.exemplars] == [(trace_id, span_id)], name
+    unsampled = Harness(TracerProvider(sampler=ALWAYS_OFF))
+    unsampled.run(chat(), cost=Decimal("0.1"))
+    assert all(not p.exemplars for p in unsampled.points("llmobs.cost"))
 
 
 def test_metrics_are_recorded_without_tracing() -> None:
@@ -543,6 +579,7 @@ def test_spans_and_metrics_arrive_over_otlp_http(
         assert span.attributes["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.1)
         assert span.end_ns - span.start_ns == pytest.approx(1e9, abs=1e3)
         assert span.resource["service.name"] == "llmobs"
+        assert span.resource["service.version"] == __version__
         assert span.scope == "llmobs"
     assert sorted(s.attributes["gen_ai.usage.input_tokens"] for s in spans) == [10, 11, 12]
 
@@ -552,7 +589,13 @@ def test_spans_and_metrics_arrive_over_otlp_http(
     assert by_type["input"].explicit_bounds == TOKEN_BUCKETS
     assert by_type["input"].unit == "{token}"
     (cost,) = receiver.latest_points("llmobs.cost")
-    assert cost.type == "sum" and cost.unit == "USD" and cost.value == pytest.approx(0.03)
+    assert cost.type == "sum" and cost.unit == "{USD}" and cost.value == pytest.approx(0.03)
+    # Exemplars: recorded in the request span's context, the SDK's trace_based filter keeps them
+    # (each export hands out those of its own interval: look through all of them).
+    exemplars = [e for p in receiver.points for e in p.exemplars]
+    assert {p.metric for p in receiver.points if p.exemplars} >= {"llmobs.cost", "gen_ai.client.token.usage"}
+    assert {e.trace_id for e in exemplars} == {CALLER_TRACE}
+    assert {e.span_id for e in exemplars} <= {s.span_id for s in spans}
     (duration,) = receiver.latest_points("gen_ai.client.operation.duration")
     assert duration.explicit_bounds == DURATION_BUCKETS
     if compression == "gzip":

@@ -76,7 +76,7 @@ class OTelSink:
         max_attribute_values: int = 200,
     ) -> None:
         """`redactor` masks captured content (default: every built-in rule on);
-        `max_attribute_values` bounds the distinct models in metric attributes, as
+        `max_attribute_values` bounds the distinct models and tenants in metric attributes, as
         max_label_values does for Prometheus labels.
         """
         self._tracer = tracer_provider.get_tracer("llmobs", __version__) if tracer_provider else None
@@ -93,6 +93,7 @@ class OTelSink:
         self.max_attribute_values = max_attribute_values
         self._models = LabelGuard(max_attribute_values)
         self._response_models = LabelGuard(max_attribute_values)
+        self._tenants = LabelGuard(max_attribute_values)
 
     # -- spans -------------------------------------------------------------------------------
 
@@ -136,13 +137,16 @@ class OTelSink:
         """Finish the span of `obs` (if any) and record its metrics; raises when either fails.
 
         Span and metrics are recorded independently: a failure in one leaves the other done.
+        Metrics are recorded in the span's context, so that the SDK's exemplar filter (by
+        default trace_based: sampled spans only) attaches the request's trace to each point.
         """
+        handle = span if isinstance(span, SpanHandle) else None
         try:
-            if isinstance(span, SpanHandle):
-                self._finish_span(obs, span)
+            if handle is not None:
+                self._finish_span(obs, handle)
         finally:
             if self._metrics is not None and obs.request.operation is not None:
-                self._record_metrics(obs, self._metrics)
+                self._record_metrics(obs, self._metrics, handle.context if handle is not None else None)
 
     def _textmap(self) -> TextMapPropagator:
         return self._propagator or get_global_textmap()
@@ -198,44 +202,49 @@ class OTelSink:
 
     # -- metrics -----------------------------------------------------------------------------
 
-    def _record_metrics(self, obs: Observation, inst: _Instruments) -> None:
+    def _record_metrics(self, obs: Observation, inst: _Instruments, context: Context | None) -> None:
         info = obs.request
         error = None if obs.outcome is Outcome.COMPLETED else obs.error_type or str(obs.outcome)
         model = self._models(info.model) if info.model else None
         response_model = self._response_models(obs.response_model) if obs.response_model else None
-        key = (info.operation, model, response_model, error, info.provider, info.server_address, info.server_port)
+        tenant = self._tenants(info.tenant) if info.tenant else None
+        key = (
+            info.operation, model, response_model, error, info.provider, info.server_address, info.server_port, tenant
+        )  # fmt: skip
         attrs = self._attrs.get(key)
         if attrs is None:
-            attrs = self._attrs_for(info, model, response_model, error)
+            attrs = self._attrs_for(info, model, response_model, error, tenant)
             if len(self._attrs) >= _ATTR_CACHE_LIMIT:
                 self._attrs.clear()
             self._attrs[key] = attrs
         base, inputs, outputs, with_error, cost_attrs = attrs
         usage = obs.usage
         if usage.input_tokens is not None:
-            inst.tokens.record(usage.input_tokens, inputs)
-        if usage.output_tokens is not None:
-            inst.tokens.record(usage.output_tokens, outputs)
-        inst.duration.record(obs.timings.duration, with_error)
+            inst.tokens.record(usage.input_tokens, inputs, context)
+        if usage.output_tokens is not None:  # embeddings have none: no point, rather than 0
+            inst.tokens.record(usage.output_tokens, outputs, context)
+        inst.duration.record(obs.timings.duration, with_error, context)
         ttfc = _time_to_first_chunk(obs)
         if ttfc is not None:
-            inst.time_to_first_chunk.record(ttfc, base)
+            inst.time_to_first_chunk.record(ttfc, base, context)
         chunks = obs.timings.chunks
         if info.stream and len(chunks) > 1:
             # One point per chunk after the first: from the end of the one before to its own end.
             record = inst.time_per_output_chunk.record
             for previous, current in itertools.pairwise(chunks):
-                record(current - previous, base)
+                record(current - previous, base, context)
         if obs.cost is not None and obs.cost >= 0:
-            inst.cost.add(float(obs.cost), cost_attrs)
+            inst.cost.add(float(obs.cost), cost_attrs, context)
 
     def _attrs_for(
-        self, info: RequestInfo, model: str | None, response_model: str | None, error: str | None
+        self, info: RequestInfo, model: str | None, response_model: str | None, error: str | None, tenant: str | None
     ) -> tuple[dict[str, Any], ...]:
         base: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: info.operation, **self._where(info)}
         if model:
             base[sc.GEN_AI_REQUEST_MODEL] = model
         cost_attrs = {key: base[key] for key in base if key not in (sc.SERVER_ADDRESS, sc.SERVER_PORT)}
+        if tenant:  # who spends: on cost only, as Prometheus's llmobs_cost_usd_total has it
+            cost_attrs[sc.TENANT] = tenant
         if response_model:
             base[sc.GEN_AI_RESPONSE_MODEL] = response_model
         inputs = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}
@@ -263,7 +272,7 @@ class _Instruments:
         self.time_to_first_chunk = histogram(sc.TIME_TO_FIRST_CHUNK, DURATION_BUCKETS)
         self.time_per_output_chunk = histogram(sc.TIME_PER_OUTPUT_CHUNK, DURATION_BUCKETS)
         self.cost: Counter = meter.create_counter(
-            COST_METRIC, unit="USD", description="Cost of GenAI requests, as priced by llmobs."
+            COST_METRIC, unit=sc.UNIT_USD, description="Cost of GenAI requests in US dollars, as priced by llmobs."
         )
 
 
