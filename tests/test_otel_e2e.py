@@ -8,6 +8,9 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
@@ -161,3 +164,23 @@ def test_a_hung_collector_leaves_request_latency_unchanged(monkeypatch: pytest.M
     assert traced_median <= plain_median * 1.5 + 0.002, (traced_median, plain_median)
     dropped = traced_registry.get_sample_value("llmobs_telemetry_errors_total", {"component": "otel_span_dropped"})
     assert dropped and dropped > 0
+
+
+def test_a_request_the_proxy_refuses_still_ends_its_span(upstream: Any, make_proxy: Any) -> None:
+    """A refused request (here: body over max_body_bytes) is a GenAI operation that failed: its
+    span ends, a child of the caller's trace, with error.type `rejected`."""
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    proxy = make_proxy(upstream.url + "/v1", max_body_bytes=1024, tracer_provider=tracer_provider)
+    response = httpx.post(
+        proxy.base_url + "/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "x" * 2048}]},
+        headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+    )
+    assert response.status_code == 413
+    proxy.settle()
+    (span,) = spans.get_finished_spans()
+    assert span.name == "chat" and span.context.trace_id == int(CALLER_TRACE, 16)
+    assert span.attributes is not None and span.attributes["error.type"] == "rejected"
+    assert span.status.status_code is StatusCode.ERROR

@@ -321,7 +321,8 @@ class Exchange:
         """Record a request that never went upstream (refused, or the client left)."""
         info = self._info(model=None)
         self.acc = self.adapter.observe(info, self.start)
-        self.proxy.recorder.start(info, [], self.start)
+        # Its span is ended in _finish like any other (kept, or it would never be exported).
+        self.handle = self.proxy.recorder.start(info, self.scope["headers"], self.start)
         self.status, self.outcome = status, outcome
         self._finish()
 
