@@ -18,6 +18,7 @@ import importlib
 import importlib.metadata
 import json
 import pkgutil
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from llmobs import __version__
 from llmobs.app import create_app
 from llmobs.config import Settings
 from llmobs.dev.harness import serve
+from llmobs.records import Outcome
 from llmobs.sim import SimConfig
 from llmobs.sim import create_app as create_simulator
 from llmobs.telemetry import semconv as sc
@@ -653,3 +655,16 @@ def test_cost_is_in_usd_per_tenant(exports: Exports) -> None:
     )
     (fingerprint,) = exports.latest(sc.COST_METRIC, **{MODEL: "gpt-4o"})
     assert fingerprint.attributes["llmobs.tenant"].startswith("key-")  # no header: the key's fingerprint
+
+
+def test_the_readme_documents_every_error_type_llmobs_sets(exports: Exports) -> None:
+    """The conventions ask instrumentations to document the error.type values they report."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### `error.type` values", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE))
+    outcomes = {outcome.value for outcome in Outcome} - {"completed"}  # upstream_error: Realtime only
+    fallbacks = {"stream_error", "api_error", "response_failed"}  # error_type()'s defaults, Realtime's
+    assert outcomes | fallbacks == listed
+    for case in exports.cases:  # what the run set: a listed value, a provider's code or type, a status
+        if case.error is not None and case.error not in listed:
+            assert case.error.isdigit() or case.error.endswith(("_error", "_exceeded")), case.error
