@@ -121,6 +121,7 @@ async def faults(api: openai.AsyncOpenAI) -> None:
     """Failures the demo mix lacks: an upstream 500, an error inside a stream, a dropped stream, no usage."""
     for model, stream in (
         ("sim-ratelimit", False),  # a 429 with the rate-limit headers saying nothing is left
+        ("sim-error-429", False),  # a 429 without them; the random mix may draw none in the window
         ("sim-error-500", False),
         ("sim-stream-error", True),
         ("sim-reset", True),
