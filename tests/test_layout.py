@@ -53,4 +53,4 @@ def test_proxy_and_apis_know_nothing_of_each_other(mine: str, theirs: str) -> No
 def test_the_layout_test_sees_the_rooms() -> None:  # guards the scan itself against an empty match
     rooms = {room(p) for p in RUNTIME}
     assert {"proxy", "apis", "telemetry", "app.py", "observe.py"} <= rooms
-    assert imports(PACKAGE / "app.py") & {"llmobs.proxy.exchange", "llmobs.apis.table"}
+    assert imports(PACKAGE / "app.py") & {"llmobs.proxy.proxy", "llmobs.apis.table"}

@@ -22,7 +22,7 @@ from llmobs.apis.table import classify, classify_websocket
 from llmobs.attribution import Attribution
 from llmobs.config import Settings, attribution_name, multiprocess_dir
 from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
-from llmobs.proxy.exchange import Proxy
+from llmobs.proxy.proxy import Proxy
 from llmobs.proxy.routing import Route, Router
 from llmobs.proxy.upstream import Timeouts, make_upstream
 from llmobs.telemetry.process import ProcessMetrics
