@@ -18,16 +18,21 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from llmobs.records import RateLimit
 
 RESOURCES = ("requests", "tokens", "input_tokens", "output_tokens")
 _FIELDS = ("limit", "remaining", "reset")
-# Header name -> (resource, field).
-_NAMES: dict[bytes, tuple[str, str]] = {
-    **{f"x-ratelimit-{f}-{r}".encode(): (r, f) for r in ("requests", "tokens") for f in _FIELDS},
-    **{f"anthropic-ratelimit-{r.replace('_', '-')}-{f}".encode(): (r, f) for r in RESOURCES for f in _FIELDS},
+# Header name -> (resource, index of the field in _FIELDS).
+_NAMES: dict[bytes, tuple[str, int]] = {
+    **{f"x-ratelimit-{f}-{r}".encode(): (r, i) for r in ("requests", "tokens") for i, f in enumerate(_FIELDS)},
+    **{
+        f"anthropic-ratelimit-{r.replace('_', '-')}-{f}".encode(): (r, i)
+        for r in RESOURCES
+        for i, f in enumerate(_FIELDS)
+    },
 }
 _MAX_VALUE = 64  # characters: any real figure is far shorter; longer ones are not parsed at all
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -41,31 +46,32 @@ _REALTIME_ENTRIES = 8  # a rate_limits list longer than this is not a real one
 
 def from_headers(headers: Iterable[tuple[bytes, bytes]], wall: float) -> tuple[RateLimit, ...]:
     """The rate limits a response's headers report, in RESOURCES order; `wall` is time.time() now."""
-    found: dict[str, dict[str, bytes]] = {}
+    found: dict[str, list[bytes | None]] = {}
     date: bytes | None = None
     for name, value in headers:
         lowered = name.lower()
         key = _NAMES.get(lowered)
         if key is not None:
-            found.setdefault(key[0], {}).setdefault(key[1], value)
+            fields = found.get(key[0])
+            if fields is None:
+                fields = found[key[0]] = [None, None, None]
+            if fields[key[1]] is None:  # the first of repeated headers, as for any other field
+                fields[key[1]] = value
         elif lowered == b"date":
             date = value
     if not found:
         return ()
     now = wall
-    if date is not None and any(b":" in f.get("reset", b"") for f in found.values()):
+    if date is not None and any(f[2] is not None and b":" in f[2] for f in found.values()):
         now = _date(date) or wall  # a reset given as a time (a duration has no colon); parsing costs
-    limits = (
-        RateLimit(
-            resource,
-            limit=number(fields.get("limit")),
-            remaining=number(fields.get("remaining")),
-            reset_seconds=reset_seconds(fields.get("reset"), now),
-        )
-        for resource in RESOURCES
-        if (fields := found.get(resource)) is not None
-    )
-    return tuple(limit for limit in limits if _reported(limit))
+    limits = []
+    for resource in RESOURCES:
+        fields = found.get(resource)
+        if fields is not None:
+            limit = RateLimit(resource, number(fields[0]), number(fields[1]), reset_seconds(fields[2], now))
+            if _reported(limit):
+                limits.append(limit)
+    return tuple(limits)
 
 
 def from_realtime(rate_limits: Any) -> tuple[RateLimit, ...]:
@@ -107,12 +113,15 @@ def reset_seconds(value: bytes | None, now: float) -> float | None:
     if value is None or len(value) > _MAX_VALUE:
         return None
     text = value.strip().decode("utf-8", "replace")
+    if ":" not in text:  # no time of day: a duration, if anything
+        return go_duration(text)
     if _RFC3339.fullmatch(text):
         at = _rfc3339(text)
         return None if at is None else max(0.0, at - now)
-    return go_duration(text)
+    return None
 
 
+@lru_cache(maxsize=1024)  # the same few resets come back on every response; bounded, as upstreams choose
 def go_duration(text: str) -> float | None:
     """Seconds in a Go duration string (`0`, `120ms`, `1.5s`, `6m0s`, `1h2m3.5s`); None if it is not one."""
     if text == "0":

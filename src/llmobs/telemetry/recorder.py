@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -34,12 +35,13 @@ class Tracer(Protocol):
 
 def plausible(usage: Usage, bound: int) -> bool:
     """Every count and quantity finite, non-negative and within `bound` (tokens, seconds, images)."""
-    values = [v for v in (getattr(usage, name) for name in _QUANTITIES) if v is not None]
-    values.extend(v for _, v in usage.pricing)
-    return all(isinstance(v, (int, float)) and 0 <= v <= bound and v == v for v in values)
+    for value in _quantities(usage):
+        if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= bound):
+            return False  # NaN fails the comparison too
+    return all(isinstance(v, (int, float)) and 0 <= v <= bound for _, v in usage.pricing)
 
 
-_QUANTITIES = (
+_quantities = operator.attrgetter(
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
     "input_audio_tokens", "input_image_tokens", "output_audio_tokens", "output_image_tokens",
     "audio_seconds", "images",
