@@ -2,7 +2,7 @@
 
 The proxy sees only `Client` and `Response` below; `make_upstream` picks the implementation,
 by LLMOBS_UPSTREAM_CLIENT: the hand-written HTTP/1.1 client in h1client.py (the default), or
-aiohttp (here). Both behind one small surface, a benchmark can swap them (ab_client.py).
+aiohttp (here). Both behind one small surface, a benchmark can swap them (benchmarks/ab.py clients).
 """
 
 from __future__ import annotations

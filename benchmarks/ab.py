@@ -1,25 +1,29 @@
-"""A/B the upstream HTTP clients: llmobs with aiohttp vs llmobs with its own h1 client.
+"""A/B two llmobs builds in one run: the upstream clients, or this checkout against an earlier commit.
 
-    python benchmarks/ab_client.py              # 7 rounds, about 5 minutes on 2 cores
-    python benchmarks/ab_client.py --rounds 3   # a quicker look
+    python benchmarks/ab.py clients                    # aiohttp vs h1, this checkout -> AB_CLIENT.md
+    python benchmarks/ab.py baseline REV               # REV vs this checkout, defaults -> AB_BASELINE.md
+    python benchmarks/ab.py baseline REV --client aiohttp   # both on aiohttp: the features' own cost
 
-One simulator (benchmarks/simserver.py), two `llmobs serve` processes in front of it
-(LLMOBS_UPSTREAM_CLIENT=aiohttp and =h1, both from this checkout's src/), and the load
-client (benchmarks/loadclient.py) driving direct / aiohttp / h1 interleaved, the order
-rotated per scenario and round. Every figure is a median over rounds of a same-round
-difference (vs direct) or ratio (h1 / aiohttp). Every body is hashed and compared with what
-direct returned. Writes benchmarks/AB_CLIENT.md and out/ab_client.json.
+One simulator (benchmarks/simserver.py), two `llmobs serve` processes in front of it (A and
+B: their own src/ and settings), and the load client (benchmarks/loadclient.py) driving
+direct / A / B interleaved, the order rotated per scenario and round. Every figure is a
+median over rounds of a same-round difference (vs direct) or ratio (B / A). Every body is
+hashed and compared with what direct returned. 7 rounds take about 3 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +33,25 @@ from bench import Client, Scenario
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
-PROXIES = ("aiohttp", "h1")
-TARGETS = ("direct", *PROXIES)
 LONG_TOKENS = 100
+
+
+@dataclass(frozen=True)
+class Build:
+    """One side of the comparison: a label, the src/ it runs from, its LLMOBS_* settings."""
+
+    label: str
+    src: Path
+    env: dict[str, str]
+
+
+def source_at(rev: str, into: Path) -> Path:
+    """src/ as it was at `rev` (git archive, unpacked under `into`); the checkout is untouched."""
+    tar = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "src"], capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
+        archive.extractall(into, filter="data")
+    return into / "src"
+
 
 SCENARIOS = [
     Scenario("ns-c1", False, 1, 400),
@@ -52,7 +72,9 @@ def median(values: list[float]) -> float:
 class AB:
     """The servers, the client, and the cells of every round."""
 
-    def __init__(self, rounds: int, outdir: Path) -> None:
+    def __init__(self, builds: tuple[Build, Build], rounds: int, outdir: Path) -> None:
+        self.builds = builds
+        self.targets = ("direct", *(b.label for b in builds))
         self.rounds = rounds
         self.outdir = outdir
         outdir.mkdir(parents=True, exist_ok=True)
@@ -65,11 +87,11 @@ class AB:
         upstream = stack.start_simulator(self.logdir)
         upstream.wait_ready()
         self.servers["direct"] = upstream
-        for name in PROXIES:
-            env = {"LLMOBS_UPSTREAM_CLIENT": name, "PYTHONPATH": str(SRC)}
-            server = stack.start_llmobs(name, upstream.port, self.logdir, env=env)
+        for build in self.builds:
+            env = {**build.env, "PYTHONPATH": str(build.src)}
+            server = stack.start_llmobs(build.label, upstream.port, self.logdir, env=env)
             server.wait_ready()
-            self.servers[name] = server
+            self.servers[build.label] = server
         self.client = Client()
 
     def stop(self) -> None:
@@ -108,13 +130,14 @@ class AB:
     def run(self) -> None:
         self.start()
         try:
-            for target in TARGETS:  # imports, pools, allocator arenas
+            targets = self.targets
+            for target in targets:  # imports, pools, allocator arenas
                 self.cell(Scenario("warm-ns", False, 32, 2000), target, 0, "warm-up")
                 self.cell(Scenario("warm-st", True, 32, 128, ttft_ms=1, gap_ms=1), target, 0, "warm-up")
             for rnd in range(1, self.rounds + 1):
                 for i, scen in enumerate(SCENARIOS):
-                    shift = (rnd + i) % len(TARGETS)
-                    for target in TARGETS[shift:] + TARGETS[:shift]:
+                    shift = (rnd + i) % len(targets)
+                    for target in targets[shift:] + targets[:shift]:
                         self.cell(scen, target, rnd)
         finally:
             self.stop()
@@ -180,11 +203,13 @@ def figures(cells: list[Cell]) -> tuple[list[Row], list[Row]]:
     return costs, latency
 
 
-def _rows(rows: list[Row], rnds: list[int], compare: Callable[[float, float], float], fmt: str) -> list[str]:
+def _rows(
+    rows: list[Row], labels: tuple[str, str], rnds: list[int], compare: Callable[[float, float], float], fmt: str
+) -> list[str]:
     out = []
     for name, unit, get in rows:
-        a = [get("aiohttp", r) for r in rnds]
-        b = [get("h1", r) for r in rnds]
+        a = [get(labels[0], r) for r in rnds]
+        b = [get(labels[1], r) for r in rnds]
         each = [compare(x, y) for x, y in zip(a, b, strict=True) if x == x and y == y]
         out.append(
             f"| {name} | {median(a):.3f} {unit} | {median(b):.3f} {unit} | **{median(each):{fmt}}** | "
@@ -194,35 +219,36 @@ def _rows(rows: list[Row], rnds: list[int], compare: Callable[[float, float], fl
     return out
 
 
-def render(cells: list[Cell], rounds: int, seconds: float) -> str:
+def render(data: dict[str, Any]) -> str:
+    cells, rounds, seconds = data["cells"], data["rounds"], data["seconds"]
+    a, b = labels = (data["labels"][0], data["labels"][1])
     env = report.environment()
     rnds = sorted({c["round"] for c in cells})
     costs, latency = figures(cells)
     lines = [
-        "# Upstream client A/B: aiohttp vs h1",
+        f"# {data['title']}",
         "",
-        f"Regenerated by `python benchmarks/ab_client.py --rounds {rounds}` on "
+        f"Regenerated by `python benchmarks/ab.py {data['command']} --rounds {rounds}` on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {seconds:.0f} s. Do not edit by hand.",
         "",
         f"- Machine: {env['machine']}; load average at the end {env['load']} (shared machine).",
         f"- Python {env['python']}; {env['versions']}. Code: `{env['commit']}`.",
-        "- Both proxies: `llmobs serve` with default settings (Prometheus on, usage injection on), "
-        "one process each, in front of the same simulator; only `LLMOBS_UPSTREAM_CLIENT` differs.",
-        f"- Method: {len(rnds)} interleaved rounds (direct / aiohttp / h1, order rotated per scenario and "
+        f"- {data['setup']}",
+        f"- Method: {len(rnds)} interleaved rounds (direct / {a} / {b}, order rotated per scenario and "
         "round). Values are medians over rounds; the comparison is the median of the per-round comparisons. "
         "Streams: upstream TTFT 20 ms, chunk gap 5 ms (c=1) or 10 ms (c=32).",
         "",
-        "## Cost and throughput (ratio h1 / aiohttp; below 1 is less CPU, above 1 more throughput)",
+        f"## Cost and throughput (ratio {b} / {a}; below 1 is less CPU, above 1 more throughput)",
         "",
-        "| figure | aiohttp | h1 | h1 / aiohttp | per round |",
+        f"| figure | {a} | {b} | {b} / {a} | per round |",
         "|---|---|---|---|---|",
-        *_rows(costs, rnds, lambda x, y: y / x if x else float("nan"), ".2f"),
+        *_rows(costs, labels, rnds, lambda x, y: y / x if x else float("nan"), ".2f"),
         "",
-        "## Added latency vs direct (difference h1 − aiohttp, ms; negative is h1 faster)",
+        f"## Added latency vs direct (difference {b} − {a}, ms; negative is {b} faster)",
         "",
-        "| figure | aiohttp | h1 | h1 − aiohttp | per round |",
+        f"| figure | {a} | {b} | {b} − {a} | per round |",
         "|---|---|---|---|---|",
-        *_rows(latency, rnds, lambda x, y: y - x, "+.2f"),
+        *_rows(latency, labels, rnds, lambda x, y: y - x, "+.2f"),
     ]
     ident = report.identity(cells)
     metrics = report.metrics_exact(cells)
@@ -241,24 +267,58 @@ def render(cells: list[Cell], rounds: int, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def builds(args: argparse.Namespace, workdir: Path) -> tuple[tuple[Build, Build], dict[str, str]]:
+    """The two builds, and what the results file says about them."""
+    if args.what == "clients":
+        pair = (Build("aiohttp", SRC, {"LLMOBS_UPSTREAM_CLIENT": "aiohttp"}), Build("h1", SRC, {}))
+        return pair, {
+            "title": "Upstream client A/B: aiohttp vs h1",
+            "command": "clients",
+            "setup": "Both proxies: `llmobs serve` with default settings (Prometheus on, usage injection on), "
+            "one process each, in front of the same simulator; only `LLMOBS_UPSTREAM_CLIENT` differs.",
+        }
+    rev = subprocess.run(
+        ["git", "-C", str(HERE.parent), "rev-parse", "--short", args.rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    env = {"LLMOBS_UPSTREAM_CLIENT": args.client} if args.client else {}
+    pair = (Build(rev, source_at(rev, workdir), env), Build("now", SRC, env))
+    client = f"both with LLMOBS_UPSTREAM_CLIENT={args.client}" if args.client else "each with its default client"
+    return pair, {
+        "title": f"A/B against an earlier commit: {rev} vs now",
+        "command": f"baseline {args.rev}" + (f" --client {args.client}" if args.client else ""),
+        "setup": f"Two `llmobs serve` processes, default settings ({client}): `{rev}` (src/ from git archive) "
+        "and this checkout, one process each, in front of the same simulator.",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("clients", "baseline"), help="what to compare")
+    p.add_argument("rev", nargs="?", help="baseline: the earlier commit")
+    p.add_argument("--client", choices=("aiohttp", "h1"), help="baseline: the upstream client of both builds")
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7; at least 5 to report)")
-    p.add_argument("--out", default=str(HERE / "out"), help="logs and ab_client.json (git-ignored)")
-    p.add_argument("--results", default=str(HERE / "AB_CLIENT.md"), help="the Markdown table to (re)write")
-    p.add_argument("--report-only", action="store_true", help="rewrite the table from OUT/ab_client.json")
+    p.add_argument("--out", default=str(HERE / "out"), help="logs and the raw cells (git-ignored)")
+    p.add_argument("--results", help="the Markdown table to (re)write (default AB_CLIENT.md or AB_BASELINE.md)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the table from the raw cells in OUT")
     args = p.parse_args(argv)
-    raw = Path(args.out) / "ab_client.json"
+    if args.what == "baseline" and not args.rev:
+        p.error("baseline needs the earlier commit: ab.py baseline REV")
+    name = "ab_client" if args.what == "clients" else "ab_baseline"
+    raw = Path(args.out) / f"{name}.json"
+    results = Path(args.results) if args.results else HERE / f"{name.upper()}.md"
     if args.report_only:
         data = json.loads(raw.read_text())
     else:
         t0 = time.monotonic()
-        ab = AB(args.rounds, Path(args.out))
-        ab.run()
-        data = {"cells": ab.cells, "rounds": args.rounds, "seconds": time.monotonic() - t0}
+        with tempfile.TemporaryDirectory(prefix="ab-src-") as tmp:
+            pair, about = builds(args, Path(tmp))
+            ab = AB(pair, args.rounds, Path(args.out))
+            ab.run()
+        labels = [b.label for b in pair]
+        data = {"cells": ab.cells, "rounds": args.rounds, "seconds": time.monotonic() - t0, "labels": labels, **about}
         raw.write_text(json.dumps(data, indent=1))
-    text = render(data["cells"], data["rounds"], data["seconds"])
-    Path(args.results).write_text(text)
+    text = render(data)
+    results.write_text(text)
     print(text)
     return 0
 
