@@ -398,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     results = Bench(args).run()
     results["command"] = command.strip()
-    raw.write_text(json.dumps(results, indent=1))
     summary = report.write(results, Path(args.results), quick=args.quick)
+    raw.write_text(json.dumps(results, indent=1))  # with the environment the report read
     print(summary)
     return 0
 
