@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmobs.proxy.upstream import Response
+
 
 @dataclass
 class RawRequest:
@@ -265,6 +267,19 @@ def chat_body(model: str = "m", tokens: int = 5, prompt: int = 7) -> bytes:
             "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens},
         }
     ).encode()
+
+
+async def read_all(resp: Response) -> bytes:
+    """A client's whole body; the connection goes back to the pool, or is dropped if the body broke."""
+    out = b""
+    try:
+        async for chunk in resp.chunks():
+            out += chunk
+    except BaseException:
+        resp.close()
+        raise
+    resp.release()
+    return out
 
 
 def refused_port() -> tuple[socket.socket, int]:

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fault_upstream import Conn, RawRequest, fault_upstream, http_response, unaccepting_port
+from fault_upstream import Conn, RawRequest, fault_upstream, http_response, read_all, unaccepting_port
 from llmobs.proxy.h1client import H1Upstream
-from llmobs.proxy.h1connection import HIGH_WATER, H1Response
+from llmobs.proxy.h1connection import HIGH_WATER
 from llmobs.proxy.upstream import Timeouts, UpstreamTimeout, UpstreamUnreachable
 
 T = TypeVar("T")
@@ -34,18 +34,6 @@ def run(url: str, body: Callable[[H1Upstream], Awaitable[T]], timeouts: Timeouts
             await upstream.close()
 
     return asyncio.run(main())
-
-
-async def read_all(resp: H1Response) -> bytes:
-    out = b""
-    try:
-        async for chunk in resp.chunks():
-            out += chunk
-    except BaseException:
-        resp.close()
-        raise
-    resp.release()
-    return out
 
 
 async def ok(request: RawRequest, conn: Conn) -> None:

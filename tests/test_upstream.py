@@ -10,11 +10,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fault_upstream import RawRequest, fault_upstream, http_response, refused_port, unaccepting_port
+from fault_upstream import RawRequest, fault_upstream, http_response, read_all, refused_port, unaccepting_port
 from llmobs.proxy.upstream import (
     Client,
     ClientName,
-    Response,
     Timeouts,
     UpstreamBadResponse,
     UpstreamBroken,
@@ -47,19 +46,6 @@ def run(url: str, body: Callable[[Upstream], Awaitable[T]], timeouts: Timeouts =
             await upstream.close()
 
     return asyncio.run(main())
-
-
-async def read_all(resp: Response) -> bytes:
-    """The whole body; the connection goes back to the pool, or is dropped if the body broke."""
-    out = b""
-    try:
-        async for chunk in resp.chunks():
-            out += chunk
-    except BaseException:
-        resp.close()
-        raise
-    resp.release()
-    return out
 
 
 def test_the_body_comes_back_as_sent_still_compressed_and_the_connection_is_reused() -> None:
