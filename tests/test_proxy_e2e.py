@@ -75,6 +75,20 @@ def test_chat_stream_gets_exact_usage_without_seeing_the_usage_chunk(proxy: Prox
     assert proxy.total("llmobs_tokens_total", type="output") == 40
 
 
+@pytest.mark.parametrize("options", [None, {}, {"include_usage": False}])
+def test_stream_options_that_ask_for_no_usage_are_counted_exactly_and_relayed_as_direct(
+    proxy: Proxied, upstream: ServerThread, options: dict[str, Any] | None
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, "stream_options": options}
+    direct = raw_post(upstream.url + "/v1", "/chat/completions", body)
+    proxied = raw_post(proxy.base_url, "/chat/completions", body)
+    assert b'"usage"' not in proxied.content
+    assert normalise(proxied.content) == normalise(direct.content)
+    assert proxy.total("llmobs_tokens_total", type="input") == 9
+    assert proxy.total("llmobs_tokens_total", type="output") == 20
+    assert proxy.total("llmobs_usage_missing_total") == 0
+
+
 def test_client_that_asked_for_usage_keeps_its_usage_chunk(proxy: Proxied, upstream: ServerThread) -> None:
     body = {"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     direct = raw_post(upstream.url + "/v1", "/chat/completions", body)

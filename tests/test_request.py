@@ -34,6 +34,8 @@ def test_existing_stream_options_keep_their_other_fields() -> None:
     assert json.loads(injected(body))["stream_options"] == {"include_obfuscation": False, "include_usage": True}
     body = json.dumps({"model": "m", "stream": True, "stream_options": {"include_usage": False}}).encode()
     assert json.loads(injected(body))["stream_options"] == {"include_usage": True}
+    body = json.dumps({"model": "m", "stream": True, "stream_options": None}).encode()  # asks for nothing
+    assert json.loads(injected(body))["stream_options"] == {"include_usage": True}
 
 
 @pytest.mark.parametrize(

@@ -35,18 +35,19 @@ def with_usage_option(obj: dict[str, Any], body: bytes) -> bytes | None:
     """`body` with include_usage on, or None when the client asked for usage itself.
 
     Without a stream_options key, the field is spliced in after the opening brace, so
-    every other byte stays as the client sent it.
+    every other byte stays as the client sent it. A null stream_options (the openai SDK
+    sends one for `stream_options=None`) asks for nothing, as an absent one does.
     """
     options = obj.get("stream_options")
-    if options is None and "stream_options" not in obj:
+    if "stream_options" not in obj:
         match = _OBJECT_START.match(body)
         if match is None:  # pragma: no cover - the body decoded to a dict, so a brace starts it
             return None
         rest = body[match.end() :]
         sep = b"" if rest.lstrip().startswith(b"}") else b","
         return body[: match.end()] + USAGE_OPTION + sep + rest
-    if isinstance(options, dict) and any(options.get("include_usage") is v for v in (None, False)):
-        obj["stream_options"] = {**options, "include_usage": True}
+    if options is None or (isinstance(options, dict) and any(options.get("include_usage") is v for v in (None, False))):
+        obj["stream_options"] = {**(options or {}), "include_usage": True}
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
     return None  # asked for usage already, or a shape the upstream should judge
 
