@@ -520,6 +520,22 @@ def test_non_stream_cache_writes_exact_tokens_cost_and_span(traced: Traced) -> N
     assert span["llmobs.cost_usd"] == pytest.approx(float(by_hand), rel=1e-12)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_fast_mode_is_priced_at_the_fast_rate_the_usage_reports(traced: Traced, stream: bool) -> None:
+    model = "claude-opus-5"  # genai-prices: $5 in, $25 out; fast mode $10 and $50 per MTok
+    if stream:
+        with traced.sdk.messages.stream(model=model, max_tokens=100, messages=ASK, speed="fast") as events:
+            usage = events.get_final_message().usage
+    else:
+        usage = traced.sdk.messages.create(model=model, max_tokens=100, messages=ASK, speed="fast").usage
+    assert usage.speed == "fast" and (usage.input_tokens, usage.output_tokens) == (7, 20)
+    fast = (7 * Decimal(10) + 20 * Decimal(50)) / 1_000_000
+    priced = genai_prices.Usage(input_tokens=7, output_tokens=20)
+    found = genai_prices.calc_price(priced, model, provider_id="anthropic", price_context={"speed": "fast"})
+    assert found.total_price == fast
+    assert traced.proxy.total("llmobs_cost_usd_total", model=model) == pytest.approx(float(fast), rel=1e-12)
+
+
 def test_sdk_stream_helper_with_cache_reads(traced: Traced) -> None:
     with traced.sdk.messages.stream(
         model=MODEL, max_tokens=100, system=CACHED_SYSTEM, messages=ASK, extra_headers={"x-sim-cache": "read"}

@@ -461,3 +461,58 @@ def test_linear_fast_path_equals_genai_prices_for_every_flat_bundled_model() -> 
             ).total_price
             assert linear.cost(Usage(i, o, cr, cw, r)) == expected, (provider.id, info.id)
     assert flat > 1000  # most of the table takes the fast path
+
+
+# ---- price variants: the tier or speed the response reports -------------------------------
+
+
+def test_openai_priority_and_flex_tiers_are_priced_at_their_own_rates() -> None:
+    usage = Usage(input_tokens=1000, output_tokens=1000, cache_read_tokens=0, cache_write_tokens=None)
+    standard = table().price("gpt-5", usage, at=AT)
+    assert standard == Decimal("0.01125")  # $1.25 and $10 per million
+    for tier, expected in (("priority", "0.0225"), ("fast", "0.0225"), ("flex", "0.005625"), ("default", "0.01125")):
+        assert table().price("gpt-5", usage, context={"service_tier": tier}) == Decimal(expected), tier
+
+
+def test_anthropic_fast_mode_is_priced_at_its_own_rate() -> None:
+    usage = Usage(input_tokens=1000, output_tokens=1000, cache_read_tokens=0, cache_write_tokens=0)
+    anthropic = table("anthropic")
+    assert anthropic.price("claude-opus-5", usage, context={"speed": "fast"}) == Decimal("0.06")  # $10 and $50
+    assert anthropic.price("claude-opus-5", usage, context={"speed": "standard"}) == anthropic.price(
+        "claude-opus-5", usage
+    )
+
+
+def test_a_context_no_variant_names_prices_as_without_one_and_is_not_remembered() -> None:
+    usage = Usage(input_tokens=1000, output_tokens=1000, cache_read_tokens=0, cache_write_tokens=None)
+    prices = table()
+    standard = prices.price("gpt-5", usage)
+    for i in range(500):  # an upstream inventing tiers must not grow the rate cache
+        assert prices.price("gpt-5", usage, context={"service_tier": f"tier-{i}", "other": "x"}) == standard
+    assert prices.price("gpt-4o-mini", usage, context={"service_tier": "flex"}) == prices.price("gpt-4o-mini", usage)
+    assert len(prices._linear) <= 3
+
+
+def test_every_price_variant_equals_genai_prices_with_its_context() -> None:
+    """Fast path or not, a variant's price is genai-prices' own Decimal for that price_context."""
+    from genai_prices.data import providers as bundled
+    from genai_prices.types import Usage as GenaiUsage
+
+    now = datetime.now(UTC)
+    usage = Usage(input_tokens=120_000, output_tokens=30_000, cache_read_tokens=40_000, cache_write_tokens=0)
+    genai = GenaiUsage(input_tokens=120_000, output_tokens=30_000, cache_read_tokens=40_000, cache_write_tokens=0)
+    checked = 0
+    for provider in bundled:
+        prices = table(provider.id)
+        for info in provider.models:
+            if prices.price(info.id, usage, provider=provider.id, at=now) is None:
+                continue  # its id is not a name genai-prices finds it by (e.g. Mistral's "codestral")
+            for variant in info.price_variants or ():
+                try:
+                    expected = info.calc_price(genai, provider, genai_request_timestamp=now, price_context=variant.when)
+                except Exception:  # noqa: BLE001 - a usage this model cannot price: not this test's subject
+                    continue
+                got = prices.price(info.id, usage, provider=provider.id, at=now, context=variant.when)
+                assert got == expected.total_price, (provider.id, info.id, variant.when)
+                checked += 1
+    assert checked > 200

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from decimal import Decimal
 from typing import Any
 
 import httpx2 as httpx
@@ -57,6 +58,19 @@ def test_chat_non_stream_exact_tokens_cost_and_finish(proxy: Proxied) -> None:
     assert expected is not None and expected > 0
     assert proxy.total("llmobs_cost_usd_total", model="gpt-4o-mini") == pytest.approx(float(expected), rel=1e-12)
     assert proxy.total("llmobs_unpriced_requests_total") == 0
+
+
+@pytest.mark.parametrize(("tier", "rate"), [("priority", 2), ("flex", Decimal("0.5")), ("auto", 1)])
+def test_the_service_tier_the_response_reports_prices_the_request(proxy: Proxied, tier: str, rate: Decimal) -> None:
+    sdk = client(proxy.base_url)
+    result = sdk.chat.completions.create(model="gpt-5", messages=MESSAGES, service_tier=tier)  # type: ignore[arg-type]
+    assert result.service_tier == (tier if tier != "auto" else "default")
+    chunks = list(sdk.chat.completions.create(model="gpt-5", messages=MESSAGES, service_tier=tier, stream=True))  # type: ignore[call-overload]
+    assert {c.service_tier for c in chunks} == {result.service_tier}
+    usage = Usage(input_tokens=9, output_tokens=20, cache_read_tokens=0, cache_write_tokens=None, reasoning_tokens=0)
+    standard = PriceTable.load(provider="openai", price_file=None).price("gpt-5", usage)
+    assert standard == (9 * Decimal("1.25") + 20 * Decimal(10)) / 1_000_000
+    assert proxy.total("llmobs_cost_usd_total", model="gpt-5") == pytest.approx(float(2 * standard * rate), rel=1e-12)
 
 
 def test_chat_stream_gets_exact_usage_without_seeing_the_usage_chunk(proxy: Proxied, upstream: ServerThread) -> None:

@@ -22,7 +22,9 @@ class Prices:
         self.rates = rates
         self.asked: list[str | None] = []
 
-    def price(self, model: str | None, usage: Usage, *, provider: str | None = None) -> Decimal | None:
+    def price(
+        self, model: str | None, usage: Usage, *, provider: str | None = None, context: Any = None
+    ) -> Decimal | None:
         self.asked.append(model)
         rate = self.rates.get(model or "")
         if rate is None:
@@ -112,7 +114,9 @@ def test_a_failing_prometheus_record_is_counted_and_leaves_nothing_in_flight(reg
 
 def test_a_failing_pricer_is_counted_and_tokens_are_still_recorded(registry: CollectorRegistry) -> None:
     class Broken:
-        def price(self, model: str | None, usage: Usage, *, provider: str | None = None) -> Decimal | None:
+        def price(
+            self, model: str | None, usage: Usage, *, provider: str | None = None, context: Any = None
+        ) -> Decimal | None:
             raise ArithmeticError("bad rate")
 
     recorded = Recorder(PrometheusSink(registry), Broken()).finish(obs())

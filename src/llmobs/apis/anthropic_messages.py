@@ -53,6 +53,7 @@ _THINKING = b'"thinking_delta"'
 _TOOL_USE = b'"tool_use"'
 _EMPTY_TOOL_PIECE = re.compile(rb'"partial_json"\s*:\s*""')  # sent before a tool call's input: no token
 _EMPTY_TEXT = re.compile(rb'"text"\s*:\s*""')
+_SPEEDS = ("standard", "fast")  # usage.speed, as the Messages API reports it
 _USAGE_EVENTS = frozenset({"message_start", "message_delta", "error"})
 _CAPTURED_EVENTS = frozenset({"content_block_start", "content_block_delta"})
 
@@ -322,6 +323,9 @@ class MessagesAccumulator(Accumulator):
             if values is not None:
                 self.usage = normalise(values, output_known=self.output_known)
                 attributes = cache_split(self.usage_seen)
+            speed = self.usage_seen.get("speed")
+            if speed in _SPEEDS:
+                self.extra["speed"] = speed  # fast mode has its own price
         obs = super().finish(outcome, status_code, end, proxy_overhead=proxy_overhead)
         estimated = None
         if self.usage is not None and self.usage.output_tokens is None and self.info.stream and self.token_events:

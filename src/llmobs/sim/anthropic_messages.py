@@ -157,6 +157,7 @@ class Turn:
     tool: str | None
     stop_reason: str
     stop_sequence: str | None
+    speed: str | None = None  # "fast" or "standard" when the request chose one: reported in usage
 
     @property
     def output(self) -> int:
@@ -240,7 +241,8 @@ def make_turn(body: dict[str, Any], model: str, output_tokens: int, cache_read: 
     else:
         reason = "end_turn"
     prompt = prompt_of(body, cache_read)
-    return Turn(prompt, thinking_on, thinking, content, truncated, tool, reason, stop_sequence)
+    speed = body.get("speed") if body.get("speed") in ("standard", "fast") else None
+    return Turn(prompt, thinking_on, thinking, content, truncated, tool, reason, stop_sequence, speed)
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -281,6 +283,8 @@ def usage(t: Turn, output_tokens: int, *, final: bool) -> dict[str, Any]:
         "output_tokens": output_tokens,
         "service_tier": SERVICE_TIER,
     }
+    if t.speed is not None:
+        out["speed"] = t.speed
     if final and t.thinking_on:
         out["output_tokens_details"] = {"thinking_tokens": t.thinking}
     return out

@@ -29,13 +29,19 @@ from llmobs.sim.multipart import Upload
 from llmobs.sim.ratelimit import Spent
 
 SYSTEM_FINGERPRINT = "fp_llmobs_sim"
-SERVICE_TIER = "default"
+_SERVICE_TIERS = ("flex", "priority")  # served as asked; "auto", "default" and the rest: "default"
 FAULT_CHUNKS = 3  # content chunks sent before a mid-stream fault
 
 JSON = (b"content-type", b"application/json")
 SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 NO_CACHE = (b"cache-control", b"no-cache")
 dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def service_tier(body: dict[str, Any]) -> str:
+    """The tier an OpenAI answer reports it was processed with (what prices it)."""
+    tier = body.get("service_tier")
+    return tier if tier in _SERVICE_TIERS else "default"
 
 
 @dataclass(frozen=True)

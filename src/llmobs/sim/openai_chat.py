@@ -37,7 +37,6 @@ from llmobs.proxy.asgi import Send, openai_error
 from llmobs.sim import azure
 from llmobs.sim.common import (
     FAULT_CHUNKS,
-    SERVICE_TIER,
     SYSTEM_FINGERPRINT,
     Call,
     Plan,
@@ -47,6 +46,7 @@ from llmobs.sim.common import (
     make_plan,
     new_id,
     send_json,
+    service_tier,
     tokens,
     words,
 )
@@ -112,7 +112,7 @@ async def chat(call: Call, send: Send, fault: str | None) -> None:
             "created": created,
             "model": call.model,
             "choices": [_chat_message(p, i) for i in range(p.n)],
-            "service_tier": SERVICE_TIER,
+            "service_tier": service_tier(call.body),
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
         if call.azure:
@@ -126,7 +126,7 @@ async def chat(call: Call, send: Send, fault: str | None) -> None:
     with_usage = include_usage(call.body) and fault != "sim-no-usage"
     base = (
         f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{created},'
-        f'"model":{dumps(call.model)},"service_tier":"{SERVICE_TIER}",'
+        f'"model":{dumps(call.model)},"service_tier":"{service_tier(call.body)}",'
         f'"system_fingerprint":"{SYSTEM_FINGERPRINT}",'
     )
     head = base + '"choices":['

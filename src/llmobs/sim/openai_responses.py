@@ -30,7 +30,6 @@ from typing import Any
 from llmobs.proxy.asgi import Send
 from llmobs.sim.common import (
     FAULT_CHUNKS,
-    SERVICE_TIER,
     Call,
     Plan,
     Stream,
@@ -40,6 +39,7 @@ from llmobs.sim.common import (
     messages_tokens,
     new_id,
     send_json,
+    service_tier,
     tokens,
     words,
 )
@@ -141,7 +141,7 @@ def _response_object(call: Call, rid: str, created: int, status: str, output: li
         "previous_response_id": body.get("previous_response_id"),
         "prompt_cache_key": body.get("prompt_cache_key"),
         "reasoning": {"effort": None, "summary": None},
-        "service_tier": SERVICE_TIER,
+        "service_tier": service_tier(call.body),
         "store": True,
         "temperature": 1.0,
         "text": {"format": {"type": "text"}},

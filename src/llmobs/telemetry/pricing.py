@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from genai_prices.data import providers as BUNDLED_PROVIDERS
-from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
+from genai_prices.types import ModelInfo, ModelPrice, Provider, StartDateConstraint, TieredPrices
 from genai_prices.types import Usage as GenaiUsage
 
 from llmobs.records import Usage
@@ -38,6 +38,11 @@ _LOOKUP_CACHE_SIZE = 4096  # distinct model names remembered; clients choose the
 _RATE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning")
 
 Match = tuple[Provider, ModelInfo]
+Context = tuple[tuple[str, str], ...]  # (key, value) pairs of a genai-prices price context, sorted
+
+# What a response may say about how it was served that genai-prices prices by (its `price_context`
+# keys): OpenAI's `service_tier` (priority, flex), Anthropic's `usage.speed` (fast).
+PRICE_CONTEXT_KEYS = ("service_tier", "speed")
 
 
 class PriceFileError(ValueError):
@@ -89,7 +94,9 @@ class PriceTable:
         self._finders: dict[str | None, Callable[[str], Match | None] | None] = {}
         if find is not None:
             self._finders[provider] = lru_cache(maxsize=_LOOKUP_CACHE_SIZE)(find)
-        self._linear: dict[tuple[str, str], LinearRates | None] = {}  # bounded by the lookup caches
+        # Bounded by the lookup caches and each model's few price variants.
+        self._linear: dict[tuple[str, str, Context], LinearRates | None] = {}
+        self._variant_keys: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
 
     @classmethod
     def load(cls, *, provider: str | None, price_file: str | Path | None) -> PriceTable:
@@ -105,12 +112,20 @@ class PriceTable:
         return cls(overrides, provider)
 
     def price(
-        self, model: str | None, usage: Usage, *, provider: str | None = _DEFAULT, at: datetime | None = None
+        self,
+        model: str | None,
+        usage: Usage,
+        *,
+        provider: str | None = _DEFAULT,
+        at: datetime | None = None,
+        context: Mapping[str, str] | None = None,
     ) -> Decimal | None:
         """USD for one request, or None when it cannot be priced: never 0 for an unknown model.
 
         `at` is the request's wall-clock time (default now): some prices depend on the date or
-        the time of day (DeepSeek's off-peak hours).
+        the time of day (DeepSeek's off-peak hours). `context` is what the response said about
+        how it was served (`price_context`): genai-prices prices some models by it (OpenAI's
+        priority and flex tiers, Anthropic's fast mode). A price file's rates ignore it.
         """
         usage = _billable(usage)
         if not model or not _priceable(usage):
@@ -123,15 +138,34 @@ class PriceTable:
         if found is None:
             return None
         bundled, info = found
+        variant = self._variant_context(bundled, info, context) if context and info.price_variants else ()
         if not usage.pricing:
-            key = (bundled.id, info.id)
+            key = (bundled.id, info.id, variant)
             if key not in self._linear:
-                self._linear[key] = linear_rates(bundled, info)
+                self._linear[key] = linear_rates(bundled, info, variant)
             linear = self._linear[key]
             if linear is not None:
                 return linear.cost(usage)
-        calc = info.calc_price(_genai_usage(usage), bundled, genai_request_timestamp=at or datetime.now(UTC))
+        calc = info.calc_price(
+            _genai_usage(usage),
+            bundled,
+            genai_request_timestamp=at or datetime.now(UTC),
+            price_context=dict(variant) or None,
+        )
         return calc.total_price
+
+    def _variant_context(self, provider: Provider, info: ModelInfo, context: Mapping[str, str]) -> Context:
+        """The pairs of `context` that some price variant of this model is conditioned on.
+
+        Values come from the upstream's response: keeping only those a variant names bounds
+        what is cached per model.
+        """
+        key = (provider.id, info.id)
+        wanted = self._variant_keys.get(key)
+        if wanted is None:
+            variants = info.price_variants or ()
+            wanted = self._variant_keys[key] = frozenset(pair for v in variants for pair in v.when.items())
+        return tuple(sorted(pair for pair in context.items() if pair in wanted))
 
     def _finder(self, provider: str | None) -> Callable[[str], Match | None] | None:
         if provider not in self._finders:
@@ -155,14 +189,31 @@ class LinearRates:
         return self.per_request + self.rates.cost(usage)
 
 
-def linear_rates(provider: Provider, info: ModelInfo) -> LinearRates | None:
-    """Probe genai-prices with one million tokens of each kind; None unless the price is flat."""
+def linear_rates(provider: Provider, info: ModelInfo, context: Context = ()) -> LinearRates | None:
+    """Probe genai-prices with one million tokens of each kind; None unless the price is flat.
+
+    With a `context` (see `PriceTable._variant_context`), the rates of the variant it selects.
+    """
     prices = info.prices
-    if not isinstance(prices, ModelPrice) or any(isinstance(v, TieredPrices) for v in vars(prices).values()):
+    if not isinstance(prices, ModelPrice):
+        return None
+    price_context = dict(context) or None
+    if price_context is not None:
+        now = datetime.now(UTC)
+        for variant in info.price_variants or ():
+            constraint = variant.constraint
+            if (
+                all(price_context.get(key) == value for key, value in variant.when.items())
+                and constraint is not None
+                and not (isinstance(constraint, StartDateConstraint) and constraint.active(now))
+            ):
+                return None  # a price that starts later or holds at some hours: priced each time
+        prices = info.get_prices(now, price_context)
+    if any(isinstance(v, TieredPrices) for v in vars(prices).values()):
         return None
 
     def calc(**counts: int) -> Decimal:
-        return info.calc_price(GenaiUsage(**counts), provider).total_price
+        return info.calc_price(GenaiUsage(**counts), provider, price_context=price_context).total_price
 
     million = 1_000_000
     fee = calc(input_tokens=0, output_tokens=0)

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from llmobs.records import Observation, RequestInfo, Session, Usage, UsageSource
+from llmobs.telemetry.pricing import PRICE_CONTEXT_KEYS
 from llmobs.telemetry.sinks import Sink
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
 
@@ -20,7 +21,9 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class Pricer(Protocol):
-    def price(self, model: str | None, usage: Usage, *, provider: str | None) -> Decimal | None: ...
+    def price(
+        self, model: str | None, usage: Usage, *, provider: str | None, context: Mapping[str, str] | None = None
+    ) -> Decimal | None: ...
 
 
 class Tracer(Protocol):
@@ -113,7 +116,8 @@ class Recorder:
                 obs, usage=Usage(), usage_source=UsageSource.MISSING, estimated_output_tokens=None
             )
         reported = obs.usage if obs.usage_source is UsageSource.REPORTED else None
-        cost = self.price(obs.request.model, obs.response_model, reported, obs.request.pricing_provider)
+        context = {key: obs.extra[key] for key in PRICE_CONTEXT_KEYS if isinstance(obs.extra.get(key), str)}
+        cost = self.price(obs.request.model, obs.response_model, reported, obs.request.pricing_provider, context)
         trace_id = self.tracer.trace_id(handle) if self.tracer is not None and handle is not None else None
         if cost is not None or trace_id is not None:
             obs = dataclasses.replace(obs, cost=cost, trace_id=trace_id)
@@ -140,19 +144,25 @@ class Recorder:
         self.prometheus.ended(info.endpoint)
 
     def price(
-        self, model: str | None, served: str | None, usage: Usage | None, provider: str | None = None
+        self,
+        model: str | None,
+        served: str | None,
+        usage: Usage | None,
+        provider: str | None = None,
+        context: Mapping[str, str] | None = None,
     ) -> Decimal | None:
         """USD for reported usage: by the served model, else the requested one; None if unpriced.
 
         The model that answered is the one billed: a request for one model served by another
-        (an alias, a gateway's fallback) costs what the served model costs.
+        (an alias, a gateway's fallback) costs what the served model costs, in the tier (or
+        speed) the response says it was served in (`context`).
         """
         if self.prices is None or usage is None:
             return None
         try:
-            cost = self.prices.price(served, usage, provider=provider) if served else None
+            cost = self.prices.price(served, usage, provider=provider, context=context) if served else None
             if cost is None and model and model != served:
-                cost = self.prices.price(model, usage, provider=provider)
+                cost = self.prices.price(model, usage, provider=provider, context=context)
         except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
             self.failed("pricing")
             return None
