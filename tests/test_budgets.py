@@ -88,7 +88,7 @@ def test_an_unreadable_budget_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_setting_names_a_missing_file() -> None:
-    with pytest.raises(ConfigError, match="LLMOBS_BUDGET_FILE: no such file: '/nonexistent.yaml'"):
+    with pytest.raises(ConfigError, match="LLMOBS_BUDGET_FILE: no such file, got '/nonexistent.yaml'"):
         load_settings(environ={"LLMOBS_BUDGET_FILE": "/nonexistent.yaml"})
 
 

@@ -35,7 +35,9 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
         ({"LLMOBS_PORT": "70000"}, "LLMOBS_PORT: Input should be less than or equal to 65535"),
         ({"LLMOBS_INJECT_STREAM_USAGE": "maybe"}, "LLMOBS_INJECT_STREAM_USAGE: Input should be a valid boolean"),
         ({"LLMOBS_MAX_LABEL_VALUES": "0"}, "LLMOBS_MAX_LABEL_VALUES: Input should be greater than or equal to 1"),
-        ({"LLMOBS_PRICE_FILE": "/nonexistent.yaml"}, "LLMOBS_PRICE_FILE: no such file"),
+        ({"LLMOBS_PRICE_FILE": "/nonexistent.yaml"}, "LLMOBS_PRICE_FILE: no such file, got '/nonexistent.yaml'"),
+        ({"LLMOBS_ROUTES": '[{"prefix": "/a"}]'}, "LLMOBS_ROUTES[0].url: Field required"),
+        ({"LLMOBS_ROUTES": "/a=http://x,/b=ftp://y"}, "LLMOBS_ROUTES[1].url: must be an http(s) URL, got 'ftp://y'"),
         ({"LLMOBS_TENANT_HEADER": "bad header"}, "LLMOBS_TENANT_HEADER: must be an HTTP header name"),
     ],
 )
@@ -56,8 +58,10 @@ def test_bad_file_keys_and_values_name_the_file(tmp_path: Path) -> None:
     config.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_settings(config_file=str(config), environ={})
-    with pytest.raises(ConfigError, match="cannot read config file"):
+    with pytest.raises(ConfigError, match="^--config: cannot read config file"):
         load_settings(config_file=str(tmp_path / "missing.yaml"), environ={})
+    with pytest.raises(ConfigError, match="^LLMOBS_CONFIG: cannot read config file"):
+        load_settings(environ={"LLMOBS_CONFIG": str(tmp_path / "missing.yaml")})
 
 
 def test_flag_errors_name_the_flag() -> None:

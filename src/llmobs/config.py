@@ -241,18 +241,11 @@ class Settings(BaseSettings):
                     compile_pattern(pattern)
         return value
 
-    @field_validator("price_file", "tenant_map_file")
+    @field_validator("price_file", "tenant_map_file", "budget_file")
     @classmethod
     def _exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {str(value)!r}")
-        return value
-
-    @field_validator("budget_file")
-    @classmethod
-    def _budget_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {str(value)!r}")
+            raise ValueError("no such file")  # the value is named after it
         return value
 
     @classmethod
@@ -269,11 +262,11 @@ class Settings(BaseSettings):
         return (init_settings,)
 
 
-def _read_file(path: str) -> dict[str, Any]:
+def _read_file(path: str, source: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigError(f"{CONFIG_ENV}: cannot read config file {path!r}: {exc.strerror}") from None
+        raise ConfigError(f"{source}: cannot read config file {path!r}: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -293,8 +286,9 @@ def load_settings(
     environ = os.environ if environ is None else environ
     if WORKER_SETTINGS_ENV in environ:
         return Settings.model_validate_json(environ[WORKER_SETTINGS_ENV])
+    source = "--config" if config_file else CONFIG_ENV
     config_file = config_file or environ.get(CONFIG_ENV)
-    values: dict[str, Any] = _read_file(config_file) if config_file else {}
+    values: dict[str, Any] = _read_file(config_file, source) if config_file else {}
     origin = {key: f"{key!r} in {config_file}" for key in values}
     for key in Settings.model_fields:
         name = ENV_PREFIX + key.upper()
@@ -325,6 +319,8 @@ def _explain(exc: ValidationError, origin: Mapping[str, str]) -> str:
             continue
         key = str(error["loc"][0])
         where = origin.get(key, ENV_PREFIX + key.upper())
+        # Inside a list of routes: which one, and which of its fields (LLMOBS_ROUTES[0].url).
+        where += "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"][1:])
         if error["type"] == "extra_forbidden":
             lines.append(f"{where}: is not a known setting")
             continue
