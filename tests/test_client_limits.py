@@ -19,7 +19,10 @@ import pytest
 
 from conftest import Proxied
 from fault_upstream import RawRequest, chat_body, fault_upstream, http_response
+from llmobs.dev.harness import serve
 from llmobs.proxy import http_server
+from llmobs.sim import SimConfig
+from llmobs.sim import create_app as create_simulator
 from servers import ServerThread
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -168,6 +171,100 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(lim
         start = time.monotonic()
         assert closed(sock)
         assert time.monotonic() - start < 3
+
+
+def test_a_slowloris_head_after_a_kept_alive_response_gets_408(limited: Proxied) -> None:
+    with raw(limited) as sock:
+        sock.sendall(request())
+        assert read_response(sock)[0] == 200
+        start = time.monotonic()
+        try:
+            for piece in (b"GET /v1/models HTTP/1.1\r\n", *(b"x-slow-%d: 1\r\n" % i for i in range(20))):
+                sock.sendall(piece)  # each piece well inside the keep-alive timeout, the head never whole
+                time.sleep(0.3)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, _, _ = read_response(sock)
+    assert status in (408, 0) and time.monotonic() - start < 3.5
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[ServerThread]:
+    """The simulator with 0.1 s between stream chunks: a 20-chunk stream lasts about 2 s."""
+    with serve(create_simulator(SimConfig(chunk_gap=0.1))) as server:
+        yield server
+
+
+STREAM = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+
+
+def test_a_request_on_a_kept_alive_connection_outlives_the_keepalive_timeout(
+    slow_upstream: ServerThread, make_proxy: Callable[..., Proxied]
+) -> None:
+    proxy = make_proxy(slow_upstream.url + "/v1", keepalive_timeout=0.5)
+    with raw(proxy) as sock:
+        sock.sendall(request())
+        assert read_response(sock)[0] == 200
+        start = time.monotonic()
+        sock.sendall(request(body=STREAM))  # the same connection: keep-alive bounds idling, not this
+        stream = b""
+        while not stream.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, f"cut after {time.monotonic() - start:.2f} s: {stream[-80:]!r}"
+            stream += chunk
+    assert time.monotonic() - start > 1.5 and b"data: [DONE]" in stream
+    assert proxy.total("llmobs_requests_total", outcome="completed") == 2
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def send_endlessly(sock: socket.socket, piece: bytes = b"a" * 16384) -> int:
+    """Bytes sent before the proxy closed the connection (at most 64 MiB)."""
+    sent = 0
+    try:
+        for _ in range(4096):
+            sock.sendall(piece)
+            sent += len(piece)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent
+
+
+def test_endless_trailers_are_bounded_like_a_head(limited: Proxied) -> None:
+    before = rss_kib()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    with raw(limited) as sock:
+        sock.sendall(head + b"%x\r\n" % len(CHAT) + CHAT + b"\r\n0\r\nx-trailer: ")
+        sent = send_endlessly(sock)
+        status, _, body = read_response(sock)
+    assert status in (431, 0) and sent < 8 * 1024 * 1024
+    assert rss_kib() - before < 32 * 1024
+    if status:
+        assert json.loads(body)["error"]["code"] == "head_too_large"
+    assert wait_for(lambda: limited.total("llmobs_requests_total") == 1)
+    assert limited.total("llmobs_requests_total", outcome="client_closed") == 1  # counted once, as gone
+
+
+def test_an_endless_pipelined_head_during_a_stream_is_bounded_like_a_head(
+    slow_upstream: ServerThread, make_proxy: Callable[..., Proxied]
+) -> None:
+    proxy = make_proxy(slow_upstream.url + "/v1", max_header_bytes=8192)
+    before = rss_kib()
+    with raw(proxy) as sock:
+        sock.sendall(request(body=STREAM) + b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: ")
+        sent = send_endlessly(sock)
+        assert closed(sock)
+    assert sent < 8 * 1024 * 1024 and rss_kib() - before < 32 * 1024
+    assert httpx.get(proxy.url + "/healthz").status_code == 200
+    assert wait_for(lambda: proxy.total("llmobs_requests_total") == 1)
+    assert proxy.total("llmobs_requests_total", outcome="client_closed") == 1
 
 
 def test_at_the_connection_cap_idle_and_head_reading_connections_make_room(limited: Proxied) -> None:

@@ -82,6 +82,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.header_count = 0
         self.in_head = True  # reading a request head (or waiting for the first byte of one)
+        self.loose_bytes = 0  # bytes since the head or the last body byte: chunk framing, trailers, a next head
+        self.body_in_read = 0
         self.deadline: asyncio.TimerHandle | None = None
 
     # -- connections ------------------------------------------------------------------------
@@ -121,14 +123,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._arm(self.limits.header_timeout, "request head not received in time")
 
     def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()  # keep-alive bounds idle time, not a request's
         if self.in_head:
-            self.pool.idle.pop(self, None)
+            if self in self.pool.idle:  # the first byte after idling: the head's clock starts
+                del self.pool.idle[self]
+                self._reading_head()
             if self.head_bytes + len(data) > self.limits.max_head_bytes and not self._head_ends_in(data):
                 self._reply(431, f"request head is larger than {self.limits.max_head_bytes} bytes", "head_too_large")
                 return
             self.head_bytes += len(data)
         elif self.deadline is not None:  # reading a body: each read restarts its clock
             self._arm(self.limits.body_timeout, "request body not received in time")
+        self.body_in_read = 0
+        in_head = self.in_head
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -137,12 +144,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 return
             _warn(self.logger, "Invalid HTTP request received.")
             self.send_400_response("Invalid HTTP request received.")
+            return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self._forget()
                 self.handle_websocket_upgrade()
             else:
                 _warn(self.logger, "Unsupported upgrade request.")
+            return
+        if not (in_head or self.in_head):  # (a read the head ended in was counted as head)
+            # What is not body between two heads is framing, trailers or a pipelined head, all
+            # held by the parser until they end: bounded like a head.
+            self.loose_bytes = len(data) - self.body_in_read if self.body_in_read else self.loose_bytes + len(data)
+            if self.loose_bytes > self.limits.max_head_bytes:
+                limit = self.limits.max_head_bytes
+                self._reply(431, f"request framing, trailers or next head over {limit} bytes", "head_too_large")
 
     def _head_ends_in(self, data: bytes) -> bool:
         """Whether the head ends within the limit in this chunk (the rest is body)."""
@@ -152,6 +168,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.pool.idle.pop(self, None)
+        self.header_count = 0  # a pipelined head counts its own
+
+    def on_body(self, body: bytes) -> None:
+        self.body_in_read += len(body)
+        super().on_body(body)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
@@ -161,6 +182,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.loose_bytes = 0
         self.pool.heads.pop(self, None)
         self._disarm()
         super().on_headers_complete()
@@ -173,7 +195,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
             self.in_head = True  # the next request's head; uvicorn's keep-alive timeout runs meanwhile
             self.head_bytes = self.header_count = 0
             self.pool.idle[self] = None
@@ -192,18 +214,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _timed_out(self, reason: str) -> None:
         self.deadline = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is not None and not self.cycle.response_complete and self.cycle.response_started:
-            self.transport.close()  # mid-response: nothing more can be said
-            return
-        self._reply(408, reason, "request_timeout")
+        if not self.transport.is_closing():
+            self._reply(408, reason, "request_timeout")
 
     def _reply(self, status: int, message: str, code: str, *, retry_after: bool = False) -> None:
-        """Answer with the proxy's error shape and close the connection."""
+        """Answer with the proxy's error shape (unless a response is under way) and close the connection."""
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app (if it runs) sees the client as gone
             self.cycle.message_event.set()
+            if self.cycle.response_started:
+                self._forget()
+                self.transport.close()  # mid-response: nothing more can be said
+                return
         body = error_body(message, code)
         phrase = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
         head = [
