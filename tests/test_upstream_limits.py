@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,10 +13,26 @@ import httpx
 import pytest
 
 from conftest import Proxied
-from fault_upstream import Conn, RawRequest, chat_body, chunked, fault_upstream, http_response, sse_head
+from fault_upstream import (
+    Conn,
+    RawRequest,
+    chat_body,
+    chat_chunks,
+    chunked,
+    fault_upstream,
+    http_response,
+    sse,
+    sse_head,
+)
 from llmobs.attribution import fingerprint, tenant_of
 from llmobs.records import Usage
 from llmobs.telemetry.pricing import PriceTable
+
+
+def rss_kib() -> int:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -108,8 +126,55 @@ def test_an_event_over_the_bound_stops_the_accounting_and_the_bytes_flow(make_pr
         cpu = time.process_time() - cpu
     assert got == stream  # relayed whole (usage injection was asked for, but nothing here is cut)
     assert proxy.total("llmobs_unread_responses_total", reason="event_too_large") == 1
-    assert proxy.total("llmobs_requests_total") == 1
+    # Counted once, and complete: the stream ended cleanly, though its [DONE] went unread.
+    assert proxy.total("llmobs_requests_total", outcome="completed") == 1
     assert cpu < 3, f"{cpu:.1f} s of CPU for a 4 MiB line"  # linear buffering: quadratic took tens of seconds
+
+
+def gzip_sse_upstream(compressed: bytes) -> Callable[[RawRequest, Conn], Any]:
+    """An upstream that sends a gzipped event stream whatever the request accepts, in 16 KiB chunks."""
+
+    async def send(request: RawRequest, conn: Conn) -> None:
+        await conn.send(sse_head(chunked=True)[:-2] + b"content-encoding: gzip\r\n\r\n")
+        for i in range(0, len(compressed), 16384):
+            await conn.send(chunked(compressed[i : i + 16384]))
+        await conn.send(b"0\r\n\r\n")
+
+    return send
+
+
+def raw_stream(proxy: Proxied) -> bytes:
+    """A stream's bytes as the proxy sent them, still compressed (usage asked for: nothing is cut)."""
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.Client(timeout=30) as http, http.stream("POST", proxy.base_url + "/chat/completions", json=body) as r:
+        assert r.headers["content-encoding"] == "gzip"
+        return b"".join(r.iter_raw())
+
+
+def test_a_compressed_stream_that_inflates_like_a_bomb_is_not_read(make_proxy: Callable[..., Proxied]) -> None:
+    stream = b'data: {"choices":[]}\n\n' * (32 * 1024 * 1024 // 22)  # 32 MiB of events, ~80 KB gzipped
+    compressed = gzip.compress(stream, mtime=0)
+    with fault_upstream(gzip_sse_upstream(compressed)) as upstream:
+        proxy = make_proxy(upstream.url + "/v1")
+        before, cpu = rss_kib(), time.process_time()
+        got = raw_stream(proxy)
+        cpu = time.process_time() - cpu
+    assert got == compressed  # relayed as sent
+    assert proxy.total("llmobs_unread_responses_total", reason="undecodable_body") == 1
+    assert proxy.total("llmobs_requests_total", outcome="completed") == 1
+    assert rss_kib() - before < 48 * 1024, "the decoded stream was held"  # 324 MiB before the ratio bound
+    assert cpu < 3, f"{cpu:.1f} s of CPU for an 80 KB body"
+
+
+def test_a_compressed_stream_of_real_events_is_read(make_proxy: Callable[..., Proxied]) -> None:
+    stream = sse(chat_chunks("gpt-4o-mini", tokens=3000))  # about 60x smaller gzipped: well within the bound
+    assert len(stream) > 50 * len(gzip.compress(stream))
+    compressed = gzip.compress(stream, mtime=0)
+    with fault_upstream(gzip_sse_upstream(compressed)) as upstream:
+        proxy = make_proxy(upstream.url + "/v1")
+        assert raw_stream(proxy) == compressed
+    assert proxy.total("llmobs_unread_responses_total") == 0
+    assert proxy.total("llmobs_tokens_total", type="output") == 3000
 
 
 def test_the_operators_key_goes_only_under_the_upstream_prefix(make_proxy: Callable[..., Proxied]) -> None:

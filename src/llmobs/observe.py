@@ -35,6 +35,10 @@ class Accumulator(Protocol):
 
     def on_body(self, body: bytes) -> None: ...
 
+    def on_unread(self) -> None:
+        """The rest of the response goes unread (too large, undecodable)."""
+        ...
+
     def finish(self, outcome: Outcome, status_code: int, end: float, *, proxy_overhead: float = 0.0) -> Observation: ...
 
 
@@ -154,7 +158,8 @@ class ResponseObserver:
         self.broken = False
         event_limit = event_limit or body_limit
         sse = b"text/event-stream" in content_type.lower()
-        self.decoder: ContentDecoder | None = decoder_for(content_encoding, body_limit)
+        # A stream is read an event at a time: no read of it may inflate past one event's limit.
+        self.decoder: ContentDecoder | None = decoder_for(content_encoding, event_limit if sse else body_limit)
         self.blind = self.decoder is None  # an encoding we cannot read: relayed, not observed
         plain = content_encoding.strip().lower() in (b"", b"identity")
         # Only plain bytes can be cut; a compressed stream is relayed whole, usage chunk included.
@@ -237,6 +242,7 @@ class ResponseObserver:
     def _skip(self, reason: str) -> None:
         self.blind = True
         self.discard()
+        self.acc.on_unread()
         if self.filter is not None:
             self.filter.observe = None  # bytes keep flowing (and being cut); nothing more is accounted
         self._on_skip(reason)

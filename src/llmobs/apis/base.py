@@ -64,6 +64,7 @@ class Accumulator:
     reads_body = True  # a non-streamed body is worth buffering for on_body()
     has_output = True  # the endpoint generates text (content capture applies)
     terminal_seen = False  # a stream's own end marker ([DONE], a terminal event) arrived
+    unread = False  # the response stopped being read (too large, undecodable): its end marker is unknown
     judges = False  # the endpoint answers in text and tool calls: count the calls, judge the answer
     rate_limits: tuple[RateLimit, ...] = ()  # what the response head said of the provider's limits
 
@@ -108,6 +109,10 @@ class Accumulator:
     def on_event(self, event: Event, now: float) -> None:
         """Account one SSE event."""
 
+    def on_unread(self) -> None:
+        """The rest of the response goes unread: a stream that ends cleanly is then complete."""
+        self.unread = True
+
     def on_body(self, body: bytes) -> None:
         """Account a whole non-streamed response body."""
         obj = loads_object(body)
@@ -145,7 +150,7 @@ class Accumulator:
         """The frozen record of this request (not yet priced)."""
         if outcome is Outcome.COMPLETED and self.error_type is not None:
             outcome = Outcome.UPSTREAM_ERROR
-        if outcome is Outcome.COMPLETED and self.info.stream and not self.terminal_seen:
+        if outcome is Outcome.COMPLETED and self.info.stream and not (self.terminal_seen or self.unread):
             outcome = Outcome.STREAM_INTERRUPTED
         source = UsageSource.NOT_APPLICABLE
         estimated = None
