@@ -678,6 +678,7 @@ def test_count_tokens_and_batches_are_their_own_endpoints_never_messages(traced:
         assert proxy.total("llmobs_requests_total", endpoint=endpoint, outcome="completed") == method_count
     assert proxy.total("llmobs_requests_total") == 4
     assert proxy.total("llmobs_requests_total", endpoint="messages") == 0
+    assert proxy.total("llmobs_requests_total", endpoint="messages_count_tokens", model=MODEL) == 1  # as asked
     assert proxy.total("llmobs_tokens_total") == 0 and proxy.total("llmobs_usage_missing_total") == 0
     assert proxy.total("llmobs_finish_reasons_total") == 0 and proxy.total("llmobs_unpriced_requests_total") == 0
     assert proxy.total("llmobs_request_duration_seconds_count", endpoint="messages_count_tokens") == 1

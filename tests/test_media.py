@@ -167,8 +167,8 @@ def test_request_readers() -> None:
     speech = media.read_speech('{"model": "tts-1", "input": "héllo 👋"}'.encode(), b"application/json")
     assert (speech.model, speech.stream, speech.params[media.INPUT_CHARACTERS]) == ("tts-1", False, 7)
     assert media.read_speech(b'{"model": "gpt-4o-mini-tts", "input": "x", "stream_format": "sse"}', b"").stream
-    assert media.read_moderation(b'{"input": "hi"}', b"").model is None
-    for reader in (media.read_images, media.read_audio_text, media.read_speech, media.read_moderation):
+    assert media.read_model(b'{"input": "hi"}', b"").model is None
+    for reader in (media.read_images, media.read_audio_text, media.read_speech, media.read_model):
         unread = reader(b"not json", b"")
         assert (unread.model, unread.stream, unread.params, unread.body) == (None, False, {}, b"not json")
 

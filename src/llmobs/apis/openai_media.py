@@ -94,8 +94,8 @@ def read_speech(body: bytes, content_type: bytes) -> ParsedBody:
     return ParsedBody(_model(fields), fields.get("stream_format") == "sse", params, body, False)
 
 
-def read_moderation(body: bytes, content_type: bytes) -> ParsedBody:
-    """moderations (JSON): the model, if the request names one."""
+def read_model(body: bytes, content_type: bytes) -> ParsedBody:
+    """moderations, Anthropic's count_tokens (JSON): the model, if the request names one."""
     fields = _fields(body, content_type)
     return _unread(body) if fields is None else ParsedBody(_model(fields), False, {}, body, False)
 

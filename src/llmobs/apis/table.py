@@ -20,7 +20,7 @@ from llmobs.apis.openai_media import (
     TranslationAccumulator,
     read_audio_text,
     read_images,
-    read_moderation,
+    read_model,
     read_speech,
 )
 from llmobs.apis.openai_realtime import RealtimeAdapter
@@ -92,7 +92,7 @@ class AnthropicEndpoint(Endpoint):
     ) -> ParsedBody:
         """Model, stream and parameters; the body goes upstream as it came."""
         if self.operation is None:
-            return ParsedBody(None, False, {}, body, False)
+            return self.reader(body, content_type) if self.reader else ParsedBody(None, False, {}, body, False)
         return parse_request(body, capture_content=capture_content)
 
 
@@ -102,7 +102,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "embeddings": Endpoint("embeddings", "embeddings", EmbeddingsAccumulator),
     "responses": Endpoint("responses", "chat", ResponsesAccumulator),
     "messages": AnthropicEndpoint("messages", "chat", MessagesAccumulator),
-    "messages/count_tokens": AnthropicEndpoint("messages_count_tokens", None, OtherAccumulator),
+    "messages/count_tokens": AnthropicEndpoint("messages_count_tokens", None, OtherAccumulator, reader=read_model),
     "messages/batches": AnthropicEndpoint("messages_batches", None, OtherAccumulator),
     # Media: generate_content is semconv's multimodal generation; moderation has no semconv value.
     "images/generations": Endpoint("images_generations", "generate_content", ImagesAccumulator, reader=read_images),
@@ -114,7 +114,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         "audio_translations", "generate_content", TranslationAccumulator, reader=read_audio_text
     ),
     "audio/speech": Endpoint("audio_speech", "generate_content", SpeechAccumulator, reader=read_speech),
-    "moderations": Endpoint("moderations", "moderation", ModerationsAccumulator, reader=read_moderation),
+    "moderations": Endpoint("moderations", "moderation", ModerationsAccumulator, reader=read_model),
 }
 # Last segments that name an API only with the one before them (`images/edits`, not `/v1/edits`).
 _TWO_SEGMENTS = frozenset({"generations", "edits", "transcriptions", "translations", "speech"})
