@@ -252,6 +252,31 @@ def test_endless_trailers_are_bounded_like_a_head(limited: Proxied) -> None:
     assert limited.total("llmobs_requests_total", outcome="client_closed") == 1  # counted once, as gone
 
 
+@pytest.mark.parametrize("size", [1, 8, 64])
+def test_a_body_in_tiny_chunks_is_not_mistaken_for_trailers(limited: Proxied, size: int) -> None:
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 100_000}]}).encode()
+    framed = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)
+    )
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    with raw(limited) as sock:
+        sock.sendall(head + framed + b"0\r\n\r\n")  # one write: reads of framing far past the head limit
+        status, _, answer = read_response(sock)
+    assert status == 200 and json.loads(answer)["object"] == "chat.completion"
+
+
+def test_an_answer_before_the_body_is_read_is_the_only_answer(limited: Proxied) -> None:
+    body = b"x" * 400_000
+    with raw(limited) as sock:
+        sock.sendall(b"POST /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 16384):  # the answer comes before the body is all sent
+            sock.sendall(body[i : i + 16384])
+        status, _, _ = read_response(sock)
+        assert status == 405
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")  # the same connection goes on
+        assert read_response(sock)[0] == 200
+
+
 def test_an_endless_pipelined_head_during_a_stream_is_bounded_like_a_head(
     slow_upstream: ServerThread, make_proxy: Callable[..., Proxied]
 ) -> None:

@@ -82,8 +82,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.header_count = 0
         self.in_head = True  # reading a request head (or waiting for the first byte of one)
-        self.loose_bytes = 0  # bytes since the head or the last body byte: chunk framing, trailers, a next head
+        self.loose_bytes = 0  # bytes read since the head or the last read with body: trailers, a next head
         self.body_in_read = 0
+        self.reading_message = False  # between the first byte of a request and the end of its body
         self.deadline: asyncio.TimerHandle | None = None
 
     # -- connections ------------------------------------------------------------------------
@@ -153,9 +154,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 _warn(self.logger, "Unsupported upgrade request.")
             return
         if not (in_head or self.in_head):  # (a read the head ended in was counted as head)
-            # What is not body between two heads is framing, trailers or a pipelined head, all
-            # held by the parser until they end: bounded like a head.
-            self.loose_bytes = len(data) - self.body_in_read if self.body_in_read else self.loose_bytes + len(data)
+            # Reads that carry no body byte between two heads are trailers or a pipelined head,
+            # which the parser holds until they end: bounded like a head. (Chunk framing comes
+            # with body bytes, and its extensions are not held.)
+            self.loose_bytes = 0 if self.body_in_read else self.loose_bytes + len(data)
             if self.loose_bytes > self.limits.max_head_bytes:
                 limit = self.limits.max_head_bytes
                 self._reply(431, f"request framing, trailers or next head over {limit} bytes", "head_too_large")
@@ -169,6 +171,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.pool.idle.pop(self, None)
         self.header_count = 0  # a pipelined head counts its own
+        self.reading_message = True
 
     def on_body(self, body: bytes) -> None:
         self.body_in_read += len(body)
@@ -191,12 +194,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self.reading_message = False
         super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete:
+            self._idle()  # answered before its body was read (a 405, a 400): idle only now
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self.in_head = True  # the next request's head; uvicorn's keep-alive timeout runs meanwhile
+        if not self.reading_message and (self.cycle is None or self.cycle.response_complete):
+            self._idle()
+
+    def _idle(self) -> None:
+        """Between requests: what comes next is a head; uvicorn's keep-alive timeout runs meanwhile."""
+        if not self.transport.is_closing():
+            self.in_head = True
             self.head_bytes = self.header_count = 0
             self.pool.idle[self] = None
 
