@@ -223,3 +223,69 @@ def test_salt_and_distrust_through_the_proxy(make_proxy: Callable[..., Proxied])
         proxy = make_proxy(upstream.url + "/v1", tenant_salt="pepper", trust_tenant_header=False)
         post(proxy, authorization="Bearer sk-weak", **{"x-llmobs-tenant": "someone-else"})
     assert proxy.total("llmobs_requests_total", tenant=fingerprint("sk-weak", b"pepper")) == 1
+
+
+def compressed_upstream(body: bytes, encoding: str) -> Callable[[RawRequest, Conn], Any]:
+    """An upstream answering every request with `body`, already compressed as `encoding`."""
+
+    async def send(request: RawRequest, conn: Conn) -> None:
+        headers = [("content-type", "application/json"), ("content-encoding", encoding)]
+        await conn.send(http_response(200, body, headers))
+
+    return send
+
+
+def test_a_runaway_answer_that_compresses_900_to_1_is_still_counted(make_proxy: Callable[..., Proxied]) -> None:
+    """JSON mode's known failure, a long run of whitespace: legitimate, and the costliest answer to miss."""
+    answer = json.loads(chat_body("gpt-4o-mini", tokens=5))
+    answer["choices"][0]["message"]["content"] = "{" + " " * 2_500_000
+    answer["choices"][0]["finish_reason"] = "length"
+    answer["usage"] = {"prompt_tokens": 30, "completion_tokens": 32768, "total_tokens": 32798}
+    plain = json.dumps(answer).encode()
+    compressed = gzip.compress(plain, mtime=0)
+    assert len(plain) > 500 * len(compressed)
+    with fault_upstream(compressed_upstream(compressed, "gzip")) as upstream:
+        proxy = make_proxy(upstream.url + "/v1")
+        got = post(proxy)
+    assert got.content == plain  # httpx decoded what the proxy relayed as sent
+    assert proxy.total("llmobs_tokens_total", type="output") == 32768
+    assert proxy.total("llmobs_unread_responses_total") == 0
+
+
+def peak_rss_kib(reset: bool = False) -> int:
+    """This process's peak RSS (VmHWM); `reset` starts a new peak from now (Linux clear_refs 5)."""
+    if reset:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as refs:
+            refs.write("5")
+    with open(f"/proc/{os.getpid()}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def test_a_brotli_body_is_read_and_a_brotli_bomb_is_stopped_as_it_inflates(
+    make_proxy: Callable[..., Proxied],
+) -> None:
+    import brotli
+
+    fine = brotli.compress(chat_body("gpt-4o-mini", tokens=5))
+    packer = brotli.Compressor()
+    parts = [packer.process(b'{"usage":{"prompt_tokens":1,"completion_tokens":1},"pad":"')]
+    parts += [packer.process(b" " * (1 << 20)) for _ in range(256)]  # 256 MiB, never held here
+    bomb = b"".join(parts) + packer.finish()
+    assert len(bomb) < 64 * 1024
+    with fault_upstream(compressed_upstream(fine, "br")) as upstream:
+        proxy = make_proxy(upstream.url + "/v1")
+        assert post(proxy).status_code == 200
+        assert proxy.total("llmobs_tokens_total", type="output") == 5
+    with fault_upstream(compressed_upstream(bomb, "br")) as upstream:
+        proxy = make_proxy(upstream.url + "/v1", max_body_bytes=4 << 20)
+        before = peak_rss_kib(reset=True)
+        with (
+            httpx.Client(timeout=30) as http,
+            http.stream("POST", proxy.base_url + "/chat/completions", json=CHAT) as r,
+        ):
+            assert b"".join(r.iter_raw()) == bomb  # relayed as sent
+        proxy.settle()  # the copy is read after the client has its bytes
+        grown = peak_rss_kib() - before
+    assert grown < 64 * 1024, f"peak RSS grew {grown >> 10} MiB: the bomb was inflated past the body limit"
+    assert proxy.total("llmobs_unread_responses_total", reason="undecodable_body") == 1
+    assert proxy.total("llmobs_requests_total", outcome="completed") == 1

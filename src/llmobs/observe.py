@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from llmobs.decoders import ContentDecoder, DecodingError, decoder_for
+from llmobs.decoders import MAX_RATIO, ContentDecoder, DecodingError, decoder_for
 from llmobs.proxy.budget import ByteBudget
 from llmobs.records import Observation, Outcome, ParsedBody, RequestInfo
 from llmobs.sse import Event, SSEDecoder
@@ -158,8 +158,11 @@ class ResponseObserver:
         self.broken = False
         event_limit = event_limit or body_limit
         sse = b"text/event-stream" in content_type.lower()
-        # A stream is read an event at a time: no read of it may inflate past one event's limit.
-        self.decoder: ContentDecoder | None = decoder_for(content_encoding, event_limit if sse else body_limit)
+        # A stream is read an event at a time: no read of it may inflate past one event's limit,
+        # nor the stream past MAX_RATIO (a small bomb of tiny events would stall the loop).
+        self.decoder: ContentDecoder | None = (
+            decoder_for(content_encoding, event_limit, MAX_RATIO) if sse else decoder_for(content_encoding, body_limit)
+        )
         self.blind = self.decoder is None  # an encoding we cannot read: relayed, not observed
         plain = content_encoding.strip().lower() in (b"", b"identity")
         # Only plain bytes can be cut; a compressed stream is relayed whole, usage chunk included.
