@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmobs.dev.harness import ServerThread
 from llmobs.dev.metrics_text import read_metrics
+from llmobs.telemetry.process import scrape_registry
 from servers import free_port
 
 MESSAGES = [{"role": "user", "content": "count me"}]
@@ -161,3 +164,23 @@ def test_each_workers_process_metrics_carry_its_pid(instance: Instance) -> None:
         assert time.monotonic() < deadline, f"process metrics of {len(pids)} worker(s)"
         time.sleep(0.5)
     assert "python_gc_objects_collected_total" in instance.metrics()
+
+
+def test_a_worker_that_died_leaves_no_requests_in_flight(tmp_path: Path) -> None:
+    """A worker killed mid-request (OOM, a hung-worker kill) took its in-flight count with it."""
+    worker = textwrap.dedent(
+        """
+        from prometheus_client import CollectorRegistry
+        from llmobs.telemetry.sinks.prometheus_metrics import Metrics
+        metrics = Metrics(CollectorRegistry())
+        metrics.in_flight.labels("chat_completions").inc(5)
+        metrics.requests.labels("chat_completions", "m", "", "true", "200", "completed", "").inc(3)
+        """
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", worker], env=env, check=True)  # then gone, as if killed
+    before = {path.name for path in tmp_path.iterdir()}
+    assert any(name.startswith("gauge_livesum_") for name in before)
+    samples = [s for f in scrape_registry(CollectorRegistry(), str(tmp_path))().collect() for s in f.samples]
+    assert sum(s.value for s in samples if s.name == "llmobs_requests_in_flight") == 0  # was 5 for good
+    assert sum(s.value for s in samples if s.name == "llmobs_requests_total") == 3  # what it counted stays

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import SecretStr
 
 from llmobs.apis.table import classify, classify_websocket
@@ -25,7 +24,7 @@ from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
 from llmobs.proxy.proxy import Proxy
 from llmobs.proxy.routing import Route, Router
 from llmobs.proxy.upstream import Timeouts, make_upstream
-from llmobs.telemetry.process import ProcessMetrics
+from llmobs.telemetry.process import ProcessMetrics, scrape_registry
 from llmobs.telemetry.providers import resolve
 from llmobs.telemetry.recorder import Recorder
 from llmobs.telemetry.sinks.prometheus import PrometheusSink
@@ -102,19 +101,6 @@ class MetricsRenderer:
             self._running[content_type] = running
             running.add_done_callback(lambda _: self._running.pop(content_type, None))
         return await asyncio.shield(running), content_type
-
-
-def scrape_registry(registry: CollectorRegistry, multiproc_dir: str | None) -> Callable[[], CollectorRegistry]:
-    """What /metrics exposes: this process's registry, or the sum over every worker's files."""
-    if multiproc_dir is None:
-        return lambda: registry
-
-    def collect_all() -> CollectorRegistry:
-        merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=multiproc_dir)  # type: ignore[no-untyped-call]
-        return merged
-
-    return collect_all
 
 
 class LLMObs:

@@ -97,7 +97,7 @@ def _run_workers(settings: Settings) -> None:
     os.environ[WORKER_SETTINGS_ENV] = worker_settings_json(settings)
     admin = None
     try:
-        from llmobs.app import scrape_registry
+        from llmobs.telemetry.process import scrape_registry
 
         if settings.admin_port is not None:
             admin = _start_admin(

@@ -3,14 +3,21 @@
 One process: its standard collectors on the registry. Several workers (multiprocess mode): those
 collectors cannot be merged across processes, so each worker copies their values into gauges
 whose files carry its pid (multiprocess mode `all`), refreshed by `refresh()` every few seconds:
-/metrics then shows every worker's process metrics, each with a `pid` label.
+/metrics then shows every worker's process metrics, each with a `pid` label. `scrape_registry`
+is what /metrics exposes: this process's registry, or the sum over every worker's files, less
+the gauges of workers that died.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 
 class ProcessMetrics:
@@ -44,3 +51,47 @@ class ProcessMetrics:
                         )  # fmt: skip
                     target = gauge.labels(**sample.labels) if sample.labels else gauge
                     target.set(sample.value)
+
+
+def scrape_registry(registry: CollectorRegistry, multiproc_dir: str | None) -> Callable[[], CollectorRegistry]:
+    """What /metrics exposes: this process's registry, or the sum over every worker's files."""
+    if multiproc_dir is None:
+        return lambda: registry
+
+    def collect_all() -> CollectorRegistry:
+        forget_dead_workers(multiproc_dir)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=multiproc_dir)  # type: ignore[no-untyped-call]
+        return merged
+
+    return collect_all
+
+
+_WORKER_GAUGES = re.compile(r"gauge_(live\w+|all)_(\d+)\.db")
+
+
+def forget_dead_workers(multiproc_dir: str) -> None:
+    """Drop the gauges of workers that died (killed, out of memory) before the supervisor replaced them.
+
+    A live gauge (requests and sessions in flight) sums every worker's file: a dead worker's
+    would keep its last value for good. Its counters and histograms stay: what it counted happened.
+    """
+    for name in os.listdir(multiproc_dir):
+        match = _WORKER_GAUGES.fullmatch(name)
+        if match is None or _alive(pid := int(match[2])):
+            continue
+        if match[1] == "all":  # its process metrics (a pid label each)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(multiproc_dir, name))
+        else:
+            mark_process_dead(pid, multiproc_dir)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
