@@ -218,6 +218,17 @@ def test_an_upstream_that_drops_drops_the_client_and_what_was_seen_counts(
     assert proxy.total("llmobs_tokens_total", endpoint="realtime", type="output") == usage_of(done)["output_tokens"]
 
 
+def test_an_upstream_message_past_the_limit_closes_the_client_with_1009(
+    recorded: tuple[Recorder, ServerThread], make_proxy: Callable[..., Proxied]
+) -> None:
+    proxy = make_proxy(recorded[1].url + "/v1", max_websocket_message_bytes=256)  # session.created is larger
+    with connect(ws_url(proxy)) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # told why, not a bare drop
+    wait_for(lambda: session_count(proxy) == 1)
+    assert session_count(proxy, close_code="1009", outcome="upstream_error") == 1
+
+
 def test_a_client_that_drops_mid_response_is_counted_once_with_what_was_seen(
     make_proxy: Callable[..., Proxied],
 ) -> None:

@@ -225,6 +225,14 @@ class WebSocketRelay:
             return  # the client ended it; this is the upstream's answer
         self.closed = True
         received = upstream.protocol.close_rcvd
+        failed = upstream.protocol.close_sent
+        if received is None and failed is not None and failed.code not in _UNSENDABLE:
+            # The proxy failed the upstream's connection: a message past max_websocket_message_bytes
+            # (1009) or a protocol error (1002, 1007). The client is told so, with that code.
+            self.close_code = failed.code
+            self.outcome = Outcome.UPSTREAM_ERROR
+            await self.send({"type": "websocket.close", "code": failed.code, "reason": failed.reason})
+            return
         if received is None:  # dropped without a close frame: drop the client too (it sees 1006)
             self.close_code = None
             self.outcome = Outcome.STREAM_INTERRUPTED
