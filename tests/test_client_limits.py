@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import socket
 import time
 import tracemalloc
@@ -188,6 +189,52 @@ def test_a_slowloris_head_after_a_kept_alive_response_gets_408(limited: Proxied)
     assert status in (408, 0) and time.monotonic() - start < 3.5
 
 
+def trickle(sock: socket.socket, pieces: int = 20, gap: float = 0.3) -> float:
+    """A head one header line at a time, never whole, until the proxy answers or closes: how long."""
+    start = time.monotonic()
+    try:
+        for i in range(pieces):
+            sock.sendall(b"x-slow-%d: 1\r\n" % i)
+            if select.select([sock], [], [], gap)[0]:
+                break  # an answer (408) or the end
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return time.monotonic() - start
+
+
+def test_a_pipelined_head_that_never_ends_gets_408(limited: Proxied) -> None:
+    with raw(limited) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.1\r\n")
+        assert read_response(sock)[0] == 200
+        assert trickle(sock) < 2.5
+        assert read_response(sock)[0] in (408, 0) and closed(sock, timeout=1)
+
+
+@pytest.mark.parametrize("then", ["silence", "a slow head"])
+def test_after_an_answer_before_the_body_the_connection_is_still_timed(limited: Proxied, then: str) -> None:
+    body = b"x" * 100_000
+    with raw(limited) as sock:
+        sock.sendall(b"POST /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body) + body[:-10])
+        assert read_response(sock)[0] == 405
+        start = time.monotonic()
+        sock.sendall(body[-10:] + (b"GET /healthz HTTP/1.1\r\n" if then == "a slow head" else b""))
+        if then == "a slow head":
+            assert trickle(sock) < 2.5
+        assert closed(sock, timeout=3) and time.monotonic() - start < 3.5
+
+
+def test_many_pipelined_requests_in_one_write_are_all_answered(limited: Proxied) -> None:
+    count = 3000  # 120 KB of heads in one write, read in several pieces: each piece past the 8 KiB head limit
+    with raw(limited) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n" * count)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < count:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {answers.count(b'HTTP/1.1 ')} answers"
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200 ") == count
+
+
 @pytest.fixture
 def slow_upstream() -> Iterator[ServerThread]:
     """The simulator with 0.1 s between stream chunks: a 20-chunk stream lasts about 2 s."""
@@ -275,6 +322,26 @@ def test_an_answer_before_the_body_is_read_is_the_only_answer(limited: Proxied) 
         assert status == 405
         sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")  # the same connection goes on
         assert read_response(sock)[0] == 200
+
+
+def test_a_pipelined_head_over_the_limit_never_lands_inside_a_streamed_answer(
+    slow_upstream: ServerThread, make_proxy: Callable[..., Proxied]
+) -> None:
+    proxy = make_proxy(slow_upstream.url + "/v1", max_header_bytes=8192)
+    with raw(proxy) as sock:
+        second = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+        sock.sendall(request(body=STREAM) + second)
+        time.sleep(0.3)  # the stream under way, the second request queued behind it
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nx-big: " + b"a" * 100_000)
+        received = b""
+        sock.settimeout(10)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    stream = received.partition(b"\r\n\r\n")[2]
+    assert b"HTTP/1.1 431" not in stream.partition(b"0\r\n\r\n")[0]  # never inside the chunked stream
 
 
 def test_an_endless_pipelined_head_during_a_stream_is_bounded_like_a_head(

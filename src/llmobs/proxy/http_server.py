@@ -31,6 +31,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from llmobs.proxy.asgi import error_body
 
 _HEAD_END = (b"\r\n\r\n", b"\n\n")
+_HEAD = "request head not received in time"
+_BODY = "request body not received in time"
 
 
 class Limits:
@@ -82,10 +84,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.header_count = 0
         self.in_head = True  # reading a request head (or waiting for the first byte of one)
-        self.loose_bytes = 0  # bytes read since the head or the last read with body: trailers, a next head
-        self.body_in_read = 0
+        self.loose_bytes = 0  # bytes read since a head ended or body came: trailers, a pipelined head
+        self.progress = False  # this read ended a head or carried body
         self.reading_message = False  # between the first byte of a request and the end of its body
         self.deadline: asyncio.TimerHandle | None = None
+        self.deadline_for = _HEAD  # what the deadline times: _HEAD or _BODY
 
     # -- connections ------------------------------------------------------------------------
 
@@ -121,7 +124,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.in_head = True
         self.head_bytes = self.header_count = 0
         self.pool.heads[self] = None
-        self._arm(self.limits.header_timeout, "request head not received in time")
+        self._arm(self.limits.header_timeout, _HEAD)
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()  # keep-alive bounds idle time, not a request's
@@ -133,10 +136,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._reply(431, f"request head is larger than {self.limits.max_head_bytes} bytes", "head_too_large")
                 return
             self.head_bytes += len(data)
-        elif self.deadline is not None:  # reading a body: each read restarts its clock
-            self._arm(self.limits.body_timeout, "request body not received in time")
-        self.body_in_read = 0
-        in_head = self.in_head
+        elif self.deadline is not None and self.deadline_for == _BODY:  # each read of a body restarts its clock
+            self._arm(self.limits.body_timeout, _BODY)
+        self.progress = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -153,11 +155,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 _warn(self.logger, "Unsupported upgrade request.")
             return
-        if not (in_head or self.in_head):  # (a read the head ended in was counted as head)
-            # Reads that carry no body byte between two heads are trailers or a pipelined head,
+        if not self.in_head and not self.pipeline:  # (queued requests pause reading: one read at most)
+            # Reads that end no head and carry no body byte are trailers or a pipelined head,
             # which the parser holds until they end: bounded like a head. (Chunk framing comes
             # with body bytes, and its extensions are not held.)
-            self.loose_bytes = 0 if self.body_in_read else self.loose_bytes + len(data)
+            self.loose_bytes = 0 if self.progress else self.loose_bytes + len(data)
             if self.loose_bytes > self.limits.max_head_bytes:
                 limit = self.limits.max_head_bytes
                 self._reply(431, f"request framing, trailers or next head over {limit} bytes", "head_too_large")
@@ -172,9 +174,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.pool.idle.pop(self, None)
         self.header_count = 0  # a pipelined head counts its own
         self.reading_message = True
+        self._unset_keepalive_if_required()  # a request is under way: the head timeout bounds it now
+        if self.deadline is None:  # a head begun while busy (pipelined, after an early answer): timed too
+            self.pool.heads[self] = None
+            self._arm(self.limits.header_timeout, _HEAD)
 
     def on_body(self, body: bytes) -> None:
-        self.body_in_read += len(body)
+        self.progress = True
         super().on_body(body)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -185,12 +191,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self.loose_bytes = 0
+        self.progress = True
         self.pool.heads.pop(self, None)
         self._disarm()
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.more_body and self.limits.body_timeout:
-            self._arm(self.limits.body_timeout, "request body not received in time")
+            self._arm(self.limits.body_timeout, _BODY)
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -205,16 +211,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._idle()
 
     def _idle(self) -> None:
-        """Between requests: what comes next is a head; uvicorn's keep-alive timeout runs meanwhile."""
+        """Between requests: what comes next is a head; the keep-alive timeout runs meanwhile."""
         if not self.transport.is_closing():
             self.in_head = True
             self.head_bytes = self.header_count = 0
             self.pool.idle[self] = None
+            if self.timeout_keep_alive_task is None:  # (a read of the body's end cancelled uvicorn's)
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
 
     # -- timers and answers -----------------------------------------------------------------
 
     def _arm(self, seconds: float, reason: str) -> None:
         self._disarm()
+        self.deadline_for = reason
         if seconds:
             self.deadline = self.loop.call_later(seconds, self._timed_out, reason)
 
@@ -233,7 +244,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app (if it runs) sees the client as gone
             self.cycle.message_event.set()
-            if self.cycle.response_started:
+            if self.cycle.response_started or self.pipeline:  # (queued: an earlier response is on the wire)
                 self._forget()
                 self.transport.close()  # mid-response: nothing more can be said
                 return
