@@ -376,3 +376,14 @@ def test_unparseable_body_leaves_usage_missing() -> None:
 )
 def test_classify(method: str, path: str, endpoint: str) -> None:
     assert classify(method, path).name == endpoint
+
+
+def test_a_responses_stream_is_priced_by_the_tier_its_final_response_reports() -> None:
+    """response.created echoes the tier asked for; response.completed says the one that served."""
+    acc = ENDPOINTS["responses"].observe(info("responses", model="gpt-5"), 0.0)
+    created = {"id": "resp_1", "model": "gpt-5", "status": "in_progress", "service_tier": "auto"}
+    usage = {"input_tokens": 9, "output_tokens": 20, "total_tokens": 29}
+    completed = {**created, "status": "completed", "service_tier": "priority", "output": [], "usage": usage}
+    for kind, response in (("response.created", created), ("response.completed", completed)):
+        acc.on_event(Event(json.dumps({"type": kind, "response": response}).encode(), kind), 1.0)
+    assert acc.finish(Outcome.COMPLETED, 200, 2.0).extra["service_tier"] == "priority"

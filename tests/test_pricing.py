@@ -516,3 +516,20 @@ def test_every_price_variant_equals_genai_prices_with_its_context() -> None:
                 assert got == expected.total_price, (provider.id, info.id, variant.when)
                 checked += 1
     assert checked > 200
+
+
+def test_a_model_resold_by_another_provider_is_priced_as_genai_prices_prices_it_there() -> None:
+    """genai-prices ignores the tier for a model it finds through a reseller (Azure: OpenAI's gpt-5.4)."""
+    import genai_prices
+
+    usage = Usage(input_tokens=10_000, output_tokens=500, cache_read_tokens=0, cache_write_tokens=None)
+    azure = table("azure")
+    for tier in ("priority", "fast", "flex"):
+        got = azure.price("gpt-5.4", usage, context={"service_tier": tier})
+        expected = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=10_000, output_tokens=500, cache_read_tokens=0),
+            "gpt-5.4",
+            provider_id="azure",
+            price_context={"service_tier": tier},
+        ).total_price
+        assert got == expected == azure.price("gpt-5.4", usage), tier

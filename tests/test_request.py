@@ -36,6 +36,11 @@ def test_existing_stream_options_keep_their_other_fields() -> None:
     assert json.loads(injected(body))["stream_options"] == {"include_usage": True}
     body = json.dumps({"model": "m", "stream": True, "stream_options": None}).encode()  # asks for nothing
     assert json.loads(injected(body))["stream_options"] == {"include_usage": True}
+    lone = b'{"model":"m","stream":true,"stream_options":null,"messages":[{"content":"hi \\ud83d"}]}'
+    assert json.loads(injected(lone))["messages"][0]["content"] == "hi \ud83d"  # escaped as the client sent it
+    huge = b'{"model":"m","stream":true,"stream_options":null,"temperature":1e400}'
+    parsed = CHAT.parse(huge, inject_usage=True)
+    assert parsed.body == huge and not parsed.usage_injected  # no JSON can say 1e400 back: left alone
 
 
 @pytest.mark.parametrize(

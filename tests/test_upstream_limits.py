@@ -289,3 +289,14 @@ def test_a_brotli_body_is_read_and_a_brotli_bomb_is_stopped_as_it_inflates(
     assert grown < 64 * 1024, f"peak RSS grew {grown >> 10} MiB: the bomb was inflated past the body limit"
     assert proxy.total("llmobs_unread_responses_total", reason="undecodable_body") == 1
     assert proxy.total("llmobs_requests_total", outcome="completed") == 1
+
+
+def test_a_brotli_chunk_of_exactly_the_limit_is_read_as_gzip_reads_one() -> None:
+    import brotli
+
+    from llmobs.decoders import BrotliDecoder, decoder_for
+
+    exact = b" " * 65536
+    assert BrotliDecoder(65536).decode(brotli.compress(exact)) == exact
+    gzipped = decoder_for(b"gzip", 65536)
+    assert gzipped is not None and gzipped.decode(gzip.compress(exact)) == exact

@@ -100,7 +100,7 @@ class BrotliDecoder:
             out: bytes = self._obj.process(data, output_buffer_limit=self._limit)
         except Exception as exc:  # noqa: BLE001 - brotli raises its own bare `error` type
             raise DecodingError(str(exc)) from None
-        if len(out) >= self._limit or not self._obj.can_accept_more_data():
+        if len(out) > self._limit or not self._obj.can_accept_more_data():  # more was still to come
             raise DecodingError("decoded chunk over the limit")
         return self._ratio.check(data, out)
 

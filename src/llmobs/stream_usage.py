@@ -48,7 +48,10 @@ def with_usage_option(obj: dict[str, Any], body: bytes) -> bytes | None:
         return body[: match.end()] + USAGE_OPTION + sep + rest
     if options is None or (isinstance(options, dict) and any(options.get("include_usage") is v for v in (None, False))):
         obj["stream_options"] = {**(options or {}), "include_usage": True}
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        try:  # escaped as ASCII: a lone surrogate the client escaped stays escaped; no Infinity for 1e400
+            return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError:
+            return None  # a number JSON cannot write back: the body goes as sent, usage unasked
     return None  # asked for usage already, or a shape the upstream should judge
 
 

@@ -105,6 +105,9 @@ class ResponsesAccumulator(OpenAIAccumulator):
             output.tool_call(0, at if isinstance(at, int) else 0, item.get("call_id"), item.get("name"), None)
 
     def on_result(self, obj: dict[str, Any]) -> None:
+        tier = obj.get("service_tier")
+        if isinstance(tier, str):  # the final response says how it was served (response.created echoes the ask)
+            self.extra["service_tier"] = tier
         self.identify(obj)
         usage = obj.get("usage")
         if isinstance(usage, dict):

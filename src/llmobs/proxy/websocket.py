@@ -46,6 +46,9 @@ _HANDSHAKE = frozenset(
     }
 )
 # Close codes a peer may not put in a close frame (RFC 6455 section 7.4.1).
+# Codes the proxy's client fails an upstream with for what the upstream sent (a keep-alive
+# timeout, 1011, is a silent upstream: a drop, as before).
+_UPSTREAM_FAULTS = frozenset({CloseCode.PROTOCOL_ERROR, CloseCode.INVALID_DATA, CloseCode.MESSAGE_TOO_BIG})
 _UNSENDABLE = frozenset({CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE, CloseCode.TLS_HANDSHAKE})
 _INSECURE_KEY = "openai-insecure-api-key."  # browsers put the API key in a subprotocol
 
@@ -226,7 +229,7 @@ class WebSocketRelay:
         self.closed = True
         received = upstream.protocol.close_rcvd
         failed = upstream.protocol.close_sent
-        if received is None and failed is not None and failed.code not in _UNSENDABLE:
+        if received is None and failed is not None and failed.code in _UPSTREAM_FAULTS:
             # The proxy failed the upstream's connection: a message past max_websocket_message_bytes
             # (1009) or a protocol error (1002, 1007). The client is told so, with that code.
             self.close_code = failed.code

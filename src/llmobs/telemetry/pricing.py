@@ -163,7 +163,10 @@ class PriceTable:
         key = (provider.id, info.id)
         wanted = self._variant_keys.get(key)
         if wanted is None:
-            variants = info.price_variants or ()
+            # A model priced through a provider that resells it (Azure: OpenAI's) has no variants
+            # there: genai-prices ignores the context for it, and so does this.
+            own = any(model is info for model in provider.models)
+            variants = info.price_variants or () if own else ()
             wanted = self._variant_keys[key] = frozenset(pair for v in variants for pair in v.when.items())
         return tuple(sorted(pair for pair in context.items() if pair in wanted))
 

@@ -67,7 +67,7 @@ def scrape_registry(registry: CollectorRegistry, multiproc_dir: str | None) -> C
     return collect_all
 
 
-_WORKER_GAUGES = re.compile(r"gauge_(live\w+|all)_(\d+)\.db")
+_LIVE_GAUGES = re.compile(r"gauge_live\w+_(\d+)\.db")
 
 
 def forget_dead_workers(multiproc_dir: str) -> None:
@@ -75,15 +75,14 @@ def forget_dead_workers(multiproc_dir: str) -> None:
 
     A live gauge (requests and sessions in flight) sums every worker's file: a dead worker's
     would keep its last value for good. Its counters and histograms stay: what it counted happened.
+    Its process metrics stay too, under its pid: prometheus_client reads those files unguarded, so
+    removing one under a concurrent scrape would fail that scrape.
     """
     for name in os.listdir(multiproc_dir):
-        match = _WORKER_GAUGES.fullmatch(name)
-        if match is None or _alive(pid := int(match[2])):
+        match = _LIVE_GAUGES.fullmatch(name)
+        if match is None or _alive(pid := int(match[1])):
             continue
-        if match[1] == "all":  # its process metrics (a pid label each)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(multiproc_dir, name))
-        else:
+        with contextlib.suppress(FileNotFoundError):  # another scrape may have been first
             mark_process_dead(pid, multiproc_dir)  # type: ignore[no-untyped-call]
 
 
