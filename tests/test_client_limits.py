@@ -344,6 +344,37 @@ def test_a_pipelined_head_over_the_limit_never_lands_inside_a_streamed_answer(
     assert b"HTTP/1.1 431" not in stream.partition(b"0\r\n\r\n")[0]  # never inside the chunked stream
 
 
+def test_an_endless_head_behind_a_queued_request_is_bounded_like_a_head(
+    slow_upstream: ServerThread, make_proxy: Callable[..., Proxied]
+) -> None:
+    proxy = make_proxy(slow_upstream.url + "/v1", max_header_bytes=8192)
+    with raw(proxy) as sock:
+        second = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"  # queued behind the stream
+        sock.sendall(request(body=STREAM) + second + b"GET /v1/models HTTP/1.1\r\nx-big: ")
+        sent = send_endlessly(sock)
+    assert sent < 8 * 1024 * 1024, f"{sent >> 20} MiB of one head read"
+
+
+def test_a_request_queued_behind_a_stream_gets_its_body_clock_when_it_starts(
+    slow_upstream: ServerThread, make_proxy: Callable[..., Proxied]
+) -> None:
+    proxy = make_proxy(slow_upstream.url + "/v1", client_body_timeout=1.0)  # the stream lasts about 2 s
+    with raw(proxy) as sock:
+        sock.sendall(request(body=STREAM))
+        time.sleep(0.3)
+        queued = request()
+        sock.sendall(queued[:-5])  # the body comes in two writes, and is not read until the stream ends
+        time.sleep(0.2)
+        sock.sendall(queued[-5:])
+        received = b""
+        sock.settimeout(10)
+        while received.count(b"HTTP/1.1 200") < 2 or not received.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed: {received[-120:]!r}"
+            received += chunk
+    assert b"data: [DONE]" in received and b'"object":"chat.completion"' in received
+
+
 def test_an_endless_pipelined_head_during_a_stream_is_bounded_like_a_head(
     slow_upstream: ServerThread, make_proxy: Callable[..., Proxied]
 ) -> None:

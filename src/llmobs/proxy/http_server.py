@@ -155,7 +155,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 _warn(self.logger, "Unsupported upgrade request.")
             return
-        if not self.in_head and not self.pipeline:  # (queued requests pause reading: one read at most)
+        if not self.in_head:
             # Reads that end no head and carry no body byte are trailers or a pipelined head,
             # which the parser holds until they end: bounded like a head. (Chunk framing comes
             # with body bytes, and its extensions are not held.)
@@ -195,8 +195,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.pool.heads.pop(self, None)
         self._disarm()
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle.more_body and self.limits.body_timeout:
-            self._arm(self.limits.body_timeout, _BODY)
+        if not self.pipeline:  # (a queued request's body is not read until it starts)
+            self._time_body()
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -209,6 +209,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self.reading_message and (self.cycle is None or self.cycle.response_complete):
             self._idle()
+        elif self.reading_message and not self.in_head and self.deadline is None and not self.pipeline:
+            self._time_body()  # the queued request started: its body's clock starts now
+
+    def _time_body(self) -> None:
+        if self.cycle is not None and self.cycle.more_body and self.limits.body_timeout:
+            self._arm(self.limits.body_timeout, _BODY)
 
     def _idle(self) -> None:
         """Between requests: what comes next is a head; the keep-alive timeout runs meanwhile."""
