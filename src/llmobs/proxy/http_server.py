@@ -4,10 +4,13 @@ uvicorn bounds none of these, so one client could take the proxy down for everyo
 
 - **Request head size and header count** (nginx `large_client_header_buffers`, Envoy
   `max_request_headers_kb` / `max_headers_count`): counted as bytes arrive, before the parser
-  holds them; past the limit the client gets 431 and the connection closes.
+  holds them; past the limit the client gets 431 and the connection closes. Between heads, the
+  reads that carry no body (trailers, a pipelined next head) are bounded the same way.
 - **Head and body read timeouts** (nginx `client_header_timeout`, `client_body_timeout`):
   a connection that sends nothing, or a head or body a trickle at a time (slowloris), gets
-  408 and is closed. uvicorn's own keep-alive timeout covers the idle time between requests.
+  408 and is closed. A head's clock starts at its first byte after idling (or at connect);
+  a body's restarts with each read. uvicorn's keep-alive timeout covers only the idle time
+  between requests.
 - **Open connections**: past `max_client_connections`, an idle keep-alive connection is
   closed to make room, else the one that has spent longest reading a head, as nginx reuses
   its idle connections; with none of either, the new connection gets 503 with Retry-After.
