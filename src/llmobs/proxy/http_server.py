@@ -29,7 +29,7 @@ from collections import OrderedDict
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from llmobs.proxy.asgi import error_body
 
@@ -91,6 +91,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.progress = False  # this read ended a head or carried body
         self.reading_message = False  # between the first byte of a request and the end of its body
         self.deadline: asyncio.TimerHandle | None = None
+        self.running: RequestResponseCycle | None = None
         self.deadline_for = _HEAD  # what the deadline times: _HEAD or _BODY
 
     # -- connections ------------------------------------------------------------------------
@@ -104,7 +105,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
+        running = self.running
+        if running is not None and running is not self.cycle and not running.response_complete:
+            running.disconnected = True  # pipelined: uvicorn tells only the newest request
+            running.message_event.set()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self.running = cycle  # the request whose response is on the wire (uvicorn keeps only the newest)
+        super()._start_asgi_task(cycle, app)
 
     def _make_room(self) -> bool:
         """Close an idle connection, else the longest-reading head; False when there is none."""
