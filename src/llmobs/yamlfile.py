@@ -8,6 +8,7 @@ exact Decimals and a name written `2024:` keeps its text. Every error names the 
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,17 @@ def read_section(path: Path, key: str, *, what: str, maps: str, error: type[Valu
     if not isinstance(section, dict):
         raise error(f"{what} {path}: {key!r} must map {maps}")
     return section
+
+
+def amount(where: str, key: str, value: object, *, unit: str, error: type[ValueError]) -> Decimal:
+    """A non-negative, finite number (prices, budgets), exactly as written; `error` names `key` else."""
+    if not isinstance(value, Number):
+        hint = "; write numbers unquoted" if isinstance(value, str) else ""
+        raise error(f"{where}: {key} must be a number ({unit}), got {value!r}{hint}")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite() or number < 0:
+        raise error(f"{where}: {key} must be a finite number >= 0, got {str(value)!r}")
+    return number

@@ -8,11 +8,11 @@ and the entry.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 from llmobs.telemetry.names import BUDGET_PERIODS
-from llmobs.yamlfile import Number, read_section
+from llmobs.yamlfile import amount, read_section
 
 MAX_TENANT = 128  # characters: a longer tenant never appears in the `tenant` label (it becomes `other`)
 
@@ -47,18 +47,7 @@ def _periods(path: Path, tenant: str, entry: object) -> dict[str, Decimal]:
     unknown = sorted(str(key) for key in entry if key not in BUDGET_PERIODS)
     if unknown:
         raise BudgetFileError(f"{where}: unknown period(s) {', '.join(unknown)} (allowed: {allowed})")
-    return {str(period): _usd(where, str(period), value) for period, value in entry.items()}
-
-
-def _usd(where: str, period: str, value: object) -> Decimal:
-    """A non-negative, finite number of US dollars, exactly as written."""
-    if not isinstance(value, Number):
-        hint = "; write numbers unquoted" if isinstance(value, str) else ""
-        raise BudgetFileError(f"{where}: {period} must be a number (US dollars), got {value!r}{hint}")
-    try:
-        usd = Decimal(value)
-    except InvalidOperation:
-        usd = Decimal("NaN")
-    if not usd.is_finite() or usd < 0:
-        raise BudgetFileError(f"{where}: {period} must be a finite number >= 0, got {str(value)!r}")
-    return usd
+    return {
+        str(period): amount(where, str(period), value, unit="US dollars", error=BudgetFileError)
+        for period, value in entry.items()
+    }

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from genai_prices.types import Usage as GenaiUsage
 
 from llmobs.records import Usage
 from llmobs.telemetry import providers
-from llmobs.yamlfile import Number, read_section
+from llmobs.yamlfile import amount, read_section
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,10 @@ def _model_rates(path: Path, model: str, entry: object) -> ModelRates:
     missing = [key for key in ("input", "output") if key not in entry]
     if missing:
         raise PriceFileError(f"{where}: missing required price(s) {', '.join(missing)}")
-    rates = {key: _price(where, key, value) for key, value in entry.items()}
+    rates = {
+        key: amount(where, key, value, unit="USD per million tokens", error=PriceFileError)
+        for key, value in entry.items()
+    }
     return ModelRates(
         input=rates["input"],
         output=rates["output"],
@@ -337,17 +340,3 @@ def _model_rates(path: Path, model: str, entry: object) -> ModelRates:
         cache_write=rates.get("cache_write", rates["input"]),
         reasoning=rates.get("reasoning", rates["output"]),
     )
-
-
-def _price(where: str, key: str, value: object) -> Decimal:
-    """A non-negative, finite USD-per-million price, exactly as written."""
-    if not isinstance(value, Number):
-        hint = "; write numbers unquoted" if isinstance(value, str) else ""
-        raise PriceFileError(f"{where}: {key} must be a number (USD per million tokens), got {value!r}{hint}")
-    try:
-        price = Decimal(value)
-    except InvalidOperation:
-        price = Decimal("NaN")
-    if not price.is_finite() or price < 0:
-        raise PriceFileError(f"{where}: {key} must be a finite number >= 0, got {str(value)!r}")
-    return price
