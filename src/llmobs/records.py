@@ -99,10 +99,6 @@ class Timings:
         return None if self.first_token is None else self.first_token - self.start
 
     @property
-    def time_to_first_reasoning(self) -> float | None:
-        return None if self.first_reasoning is None else self.first_reasoning - self.start
-
-    @property
     def reasoning_duration(self) -> float | None:
         if self.first_reasoning is None:
             return None
