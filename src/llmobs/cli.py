@@ -77,15 +77,17 @@ def _simulate(args: argparse.Namespace) -> int:
     import uvicorn
 
     from llmobs.sim import SimConfig, create_app
+    from llmobs.sim.connections import closing_protocol
 
     config = SimConfig(ttft=args.ttft, chunk_gap=args.chunk_gap, output_tokens=args.output_tokens)
     print(f"llmobs simulated upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    close_after = args.close_after_response
     uvicorn.run(
         create_app(config),
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http="httptools" if close_after is None else closing_protocol(close_after),
         ws="auto",  # WebSocket upgrades (Realtime) through the websockets package, a dependency
         log_level="warning",
         access_log=False,
@@ -174,6 +176,12 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--ttft", type=_non_negative, default=0.0, help="seconds to the first token")
     sim.add_argument("--chunk-gap", type=_non_negative, default=0.0, help="seconds between stream chunks")
     sim.add_argument("--output-tokens", type=int, default=20, help="output tokens per response")
+    sim.add_argument(
+        "--close-after-response",
+        type=_non_negative,
+        metavar="SECONDS",
+        help="as llama-server does: announce keep-alive, yet close each connection this long after each response",
+    )
     sim.set_defaults(run=_simulate)
 
     demo = sub.add_parser("demo", help="zero-setup tour: simulated upstream, proxy, traffic, summary")

@@ -34,6 +34,8 @@ DNS_TTL = 60.0
 INLINE_BODY = 64 * 1024  # bodies up to this size are copied into the head: one write, one segment
 # RFC 9110 section 9.2.2. Only these are sent again after a reused connection failed silently.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# Headers that mark a request as safe to send again (the IETF idempotency-key draft; Go honours both).
+IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
 # Methods that get no Content-Length when they carry no body (as aiohttp does).
 BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 
@@ -41,10 +43,16 @@ BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 class H1Upstream:
     """A keep-alive connection pool bound to one upstream origin.
 
-    Stale connections: a connection taken from the pool that ends before any byte of the
-    response arrived is most likely one the server timed out while it sat idle. The request
-    is then sent once more, on a new connection, only if it never reached the socket, or
-    if its method is idempotent (a POST may have been acted on, so it is never sent twice).
+    Stale connections. No client gets an error the upstream did not give it:
+    - a pooled connection whose socket is readable (the server closed it, or sent bytes nobody
+      asked for) is never reused: checked just before reuse, as urllib3 and httpcore do;
+    - a request on a reused connection that ends before any byte of a response arrived is sent
+      once more, on a new connection, when the upstream provably did not act on it: it never
+      reached the socket; or the upstream reset the connection, which a close with our request
+      unread does (and so does our request reaching a socket already closed); or it may be
+      replayed anyway: an idempotent method, or an Idempotency-Key header (as Go's transport).
+      A clean close after the request was written is ambiguous (the server may have read it
+      and then died), so a POST is then not sent twice.
     """
 
     def __init__(
@@ -129,7 +137,9 @@ class H1Upstream:
             except Lost as lost:
                 conn.busy = False
                 conn.abort()
-                stale = reused and not lost.received and (not lost.written or method in IDEMPOTENT)
+                stale = (
+                    reused and not lost.received and (not lost.written or lost.reset or _replayable(method, headers))
+                )
                 if stale and not retried:
                     retried = True
                     continue
@@ -174,6 +184,9 @@ class H1Upstream:
             conn = idle.pop()
             conn.pooled = False
             if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            if conn.readable():  # closed by the server, its FIN not yet seen by the event loop
+                conn.abort()
                 continue
             if now - conn.idle_since >= self.keepalive:
                 conn.abort()
@@ -311,6 +324,11 @@ class H1Upstream:
             conn.abort()
         if idle:
             self._sweeper = self.loop.call_at(idle[0].idle_since + self.keepalive, self._sweep)
+
+
+def _replayable(method: str, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether a request may go out twice: an idempotent method, or one the client marked so."""
+    return method in IDEMPOTENT or any(name.lower() in IDEMPOTENCY_KEYS for name, _ in headers)
 
 
 def _host_header(netloc: str, default_port: bool) -> bytes:

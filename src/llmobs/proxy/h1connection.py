@@ -4,6 +4,8 @@ read from it. The pool that owns connections is `h1client.py`."""
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -22,15 +24,19 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 256 * 1024  # body bytes queued unread before the socket stops being read
 MAX_HEAD = 64 * 1024  # a response head longer than this is refused (nginx refuses past 4-8 KiB)
+_TCP_CLOSE = 7  # tcpi_state of a connection that is wholly closed (linux/tcp_states.h)
 
 
 class Lost(UpstreamUnreachable):
     """The connection ended before a whole response head arrived."""
 
-    def __init__(self, message: str, *, written: bool, received: bool) -> None:
+    def __init__(self, message: str, *, written: bool, received: bool, reset: bool = False) -> None:
         super().__init__(message)
         self.written = written  # our request had been handed to the socket
         self.received = received  # some response byte had arrived
+        # The peer reset the connection: it closed its socket with our request unread, or our
+        # request reached a socket it had already closed (a FIN, then a reset).
+        self.reset = reset
 
 
 class Connection(asyncio.Protocol):
@@ -52,6 +58,7 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None  # the read timeout's; outlives requests
+        self.poller: select.poll | None = None  # tells a pooled connection's EOF before it is reused
         self._reset()
 
     def _reset(self) -> None:
@@ -73,11 +80,31 @@ class Connection(asyncio.Protocol):
         self.deadline: float | None = None
         self.deadline_timer: asyncio.TimerHandle | None = None  # only with a total timeout
         self.last_read = 0.0
+        self.peer_reset = False
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.poller = select.poll()
+            self.poller.register(sock.fileno(), select.POLLIN)
+
+    def readable(self) -> bool:
+        """Whether the socket has something to read (an EOF, a reset, stray bytes) that the event
+        loop has not yet seen: an idle connection that is readable is not reused (as urllib3 and
+        httpcore check). A server that closes right after a response, still announcing
+        keep-alive (llama-server does), is caught here before a request is written into it."""
+        poller = self.poller
+        try:
+            return poller is not None and bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    def eof_received(self) -> None:
+        if self.busy and self.written and not self.received:
+            self.peer_reset = _reset_after_fin(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()  # uvloop: the cached time of this loop iteration
@@ -103,7 +130,10 @@ class Connection(asyncio.Protocol):
         self.reusable = False
         if self.busy and not self.complete and self.error is None:
             if not self.head_done:
-                self.error = Lost(f"{self.label} closed the connection", written=self.written, received=self.received)
+                reset = self.peer_reset or isinstance(exc, ConnectionError)
+                self.error = Lost(
+                    f"{self.label} closed the connection", written=self.written, received=self.received, reset=reset
+                )
             elif exc is None and self._close_delimited():
                 self.complete = True  # the end of the connection is the end of this body
             else:
@@ -285,6 +315,20 @@ class Connection(asyncio.Protocol):
         if everything and self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _reset_after_fin(transport: asyncio.Transport | None) -> bool:
+    """After a FIN: whether the peer has also reset the connection, which it does when our bytes
+    reach a socket it has closed (Linux: the TCP state is then CLOSE, not CLOSE_WAIT)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    info = getattr(socket, "TCP_INFO", None)
+    if sock is None or info is None:
+        return False
+    try:
+        state: bytes = sock.getsockopt(socket.IPPROTO_TCP, info, 1)
+    except OSError:
+        return False
+    return state[0] == _TCP_CLOSE
 
 
 class H1Response(PeekableBody):
