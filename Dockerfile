@@ -3,9 +3,10 @@ FROM python:3.11.13-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md requirements.lock /src/
 COPY src /src/src
-RUN pip install /src
+# The tested set: the versions CI ran the suite with.
+RUN pip install -c /src/requirements.lock /src
 
 FROM python:3.11.13-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \

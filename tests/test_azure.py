@@ -43,7 +43,7 @@ def test_the_deployment_is_the_model_label_and_the_served_model_sets_the_price(p
 
 
 def test_a_deployment_with_a_model_in_the_body_keeps_the_bodys_model(proxy: Proxied) -> None:
-    import httpx
+    import httpx2 as httpx
 
     url = proxy.url + "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21"
     body = {"model": "gpt-4o", "messages": MESSAGES}

@@ -203,6 +203,7 @@ def test_llmobs_has_a_healthcheck_and_the_image_is_slim_and_non_root() -> None:
     assert bases and all("slim" in b and not b.endswith(":latest") for b in bases)
     assert re.search(r"^USER (?!root|0\b)\S+", dockerfile, re.M)
     assert re.search(r"^HEALTHCHECK .*", dockerfile, re.M) and "/healthz" in dockerfile
+    assert re.search(r"^RUN pip install -c /src/requirements\.lock /src$", dockerfile, re.M)  # the tested set
 
 
 def test_price_file_mount_matches_the_setting() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
+import httpx2 as httpx
 
 from conftest import Proxied, sdk_client
 from servers import ServerThread

@@ -305,8 +305,7 @@ def test_sim_stream_error_is_an_api_error_event(http: httpx2.Client) -> None:
 
 
 def test_sim_reset_drops_the_connection(client: anthropic.Anthropic) -> None:
-    # The SDK lets the transport error of a broken stream through unwrapped.
-    with pytest.raises(httpx2.RemoteProtocolError), client.messages.stream(**body("sim-reset")) as stream:
+    with pytest.raises(anthropic.APIConnectionError), client.messages.stream(**body("sim-reset")) as stream:
         list(stream)
     with pytest.raises(anthropic.APIConnectionError):
         client.messages.create(**body("sim-reset"))
