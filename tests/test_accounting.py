@@ -165,6 +165,61 @@ def test_each_choice_finish_reason_counts_once() -> None:
     assert obs.finish_reasons == ("tool_calls", "length")
 
 
+def usage_chunk(prompt: int, completion: int, *, cached: int = 0) -> dict[str, Any]:
+    """A usage-only chunk as llama-server sends it (its `timings` left out)."""
+    usage = {"completion_tokens": completion, "prompt_tokens": prompt, "total_tokens": prompt + completion,
+             "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
+    return {**chunk(), "choices": [], "usage": usage}
+
+
+def choices(n: int) -> RequestInfo:
+    return dataclasses.replace(info(), params={"gen_ai.request.choice.count": n})
+
+
+# llama-server with n=3: each choice's finish is followed by a usage chunk of its own, each with
+# the whole prompt (captured from llama.cpp 0c1e57098; the issue's run saw (24,5) (24,6) (24,6)).
+PER_CHOICE = sse(
+    chunk({"content": "a"}, index=0),
+    chunk({"content": "b"}, index=1),
+    chunk({"content": "c"}, index=2),
+    chunk({}, "length", index=1),
+    usage_chunk(24, 5, cached=8),
+    chunk({}, "length", index=2),
+    usage_chunk(24, 6, cached=8),
+    chunk({}, "stop", index=0),
+    usage_chunk(24, 6, cached=8),
+    "[DONE]",
+)
+
+
+def test_llama_server_per_choice_usage_chunks_add_their_output_and_count_the_prompt_once() -> None:
+    whole, _ = run_stream(choices(3), [PER_CHOICE])
+    assert whole.usage == Usage(input_tokens=24, output_tokens=17, cache_read_tokens=8)
+    for i in range(len(PER_CHOICE) + 1):
+        obs, _ = run_stream(choices(3), [PER_CHOICE[:i], PER_CHOICE[i:]])
+        assert obs.usage == whole.usage
+
+
+def test_a_repeated_usage_chunk_or_a_running_total_is_not_added_up() -> None:
+    # The same total twice, with no choice finishing in between: the last one stands.
+    repeated = sse(chunk({"content": "a"}), chunk({}, "stop"), usage_chunk(24, 5), usage_chunk(24, 5), "[DONE]")
+    assert run_stream(choices(2), events_of(repeated))[0].usage.output_tokens == 5
+    # n=1: a second usage chunk after the finish is a repeat, whatever came between.
+    assert run_stream(info(), events_of(repeated))[0].usage.output_tokens == 5
+    # vLLM's continuous_usage_stats: a running total on every content chunk, then the final total.
+    running = sse(
+        chunk({"content": "a"}, index=0, usage={"prompt_tokens": 24, "completion_tokens": 1, "total_tokens": 25}),
+        chunk({"content": "b"}, index=1, usage={"prompt_tokens": 24, "completion_tokens": 2, "total_tokens": 26}),
+        chunk({}, "stop", index=0, usage={"prompt_tokens": 24, "completion_tokens": 2, "total_tokens": 26}),
+        chunk({}, "stop", index=1, usage={"prompt_tokens": 24, "completion_tokens": 2, "total_tokens": 26}),
+        usage_chunk(24, 2),
+        "[DONE]",
+    )
+    assert run_stream(choices(2), events_of(running))[0].usage == Usage(
+        input_tokens=24, output_tokens=2, cache_read_tokens=0
+    )
+
+
 def test_error_object_inside_a_stream_is_an_upstream_error() -> None:
     stream = sse(chunk({"content": "a"}), {"error": {"message": "overloaded", "type": "server_error", "code": None}})
     obs, _ = run_stream(info(), events_of(stream))

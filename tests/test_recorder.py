@@ -66,17 +66,25 @@ def registry() -> CollectorRegistry:
     return CollectorRegistry()
 
 
-def test_the_served_model_is_priced_first(registry: CollectorRegistry) -> None:
+def test_the_served_model_is_priced(registry: CollectorRegistry) -> None:
     prices = Prices(asked=1, served=16)
     recorded = Recorder(PrometheusSink(registry), prices).finish(obs())
     assert recorded.cost == Decimal(16 * 1100)
     assert prices.asked == ["served"]
 
 
-def test_the_requested_model_prices_what_the_served_one_cannot(registry: CollectorRegistry) -> None:
+def test_a_served_model_without_a_price_is_unpriced_whatever_was_asked(registry: CollectorRegistry) -> None:
+    # Asked for gpt-4o-mini, served tiny-llama by llama-server: a self-hosted model is not gpt-4o-mini.
     prices = Prices(asked=1)
-    assert Recorder(PrometheusSink(registry), prices).finish(obs()).cost == Decimal(1100)
-    assert prices.asked == ["served", "asked"]
+    assert Recorder(PrometheusSink(registry), prices).finish(obs()).cost is None
+    assert prices.asked == ["served"]
+    assert sample(registry, "llmobs_unpriced_requests_total", model="asked") == 1
+
+
+def test_the_requested_model_is_priced_when_the_response_names_none(registry: CollectorRegistry) -> None:
+    prices = Prices(asked=1, served=16)
+    assert Recorder(PrometheusSink(registry), prices).finish(obs(served=None)).cost == Decimal(1100)
+    assert prices.asked == ["asked"]
 
 
 def test_nothing_prices_an_unreported_usage(registry: CollectorRegistry) -> None:

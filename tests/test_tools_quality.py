@@ -181,6 +181,30 @@ def test_chat_custom_tool_input_is_free_form_and_the_legacy_function_call_counts
     assert obs.tool_calls == ("lookup",) and obs.quality.invalid_json is True
 
 
+def mirrored(arguments: str, *, opening: bool) -> dict[str, Any]:
+    """A delta as llama-cpp-python streams a tool call: in `tool_calls` and in the legacy
+    `function_call` mirror alike, the name on every piece (llama_chat_format.py)."""
+    call = {"index": 0, "id": "call__0_lookup_cmpl-1", "type": "function"}
+    function = {"name": "lookup", "arguments": arguments}
+    return {"role": "assistant" if opening else None, "content": None, "function_call": function,
+            "tool_calls": [{**call, "function": function}]}  # fmt: skip
+
+
+def test_chat_a_tool_call_mirrored_in_the_legacy_function_call_counts_once() -> None:
+    stream = sse(
+        chunk(mirrored('{"q": ', opening=True)),
+        chunk(mirrored('"x"}', opening=False)),
+        chunk({}, "tool_calls"),
+        USAGE_CHUNK,
+        "[DONE]",
+    )
+    for obs in every_split(request(), stream):
+        assert obs.tool_calls == ("lookup",) and obs.quality.invalid_json is False
+    whole = mirrored('{"q": "x"}', opening=True)
+    obs = observe_body(request(stream=False), chat_body(whole, "tool_calls"))
+    assert obs.tool_calls == ("lookup",) and obs.quality.invalid_json is False
+
+
 def test_chat_without_tools_or_json_judges_only_empty_and_refusal() -> None:
     for obs in every_split(request(), text_stream("Hel", "lo")):
         assert obs.tool_calls == () and obs.quality == FINE

@@ -144,13 +144,22 @@ def _chat_message(message: dict[str, Any], budget: Budget) -> dict[str, Any]:
     return out
 
 
-def _chat_tool_calls(message: dict[str, Any], budget: Budget) -> list[dict[str, Any]]:
+def chat_tool_calls(message: dict[str, Any]) -> list[Any]:
+    """The tool calls of a chat message or delta: its `tool_calls`, else its legacy `function_call`.
+
+    Some servers (llama-cpp-python) send each call in both: the mirror is the same call, so it
+    counts only when there is no `tool_calls` list.
+    """
     calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        return calls
     legacy = message.get("function_call")
-    if isinstance(legacy, dict):
-        calls = [{"function": legacy}]
+    return [{"function": legacy}] if isinstance(legacy, dict) else []
+
+
+def _chat_tool_calls(message: dict[str, Any], budget: Budget) -> list[dict[str, Any]]:
     parts = []
-    for call in calls if isinstance(calls, list) else ():
+    for call in chat_tool_calls(message):
         if isinstance(call, dict) and isinstance(call.get("function"), dict) and budget.part():
             function = call["function"]
             parts.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments"), budget))
@@ -273,10 +282,7 @@ class OutputCapture:
         self.delta(index, message)
 
     def _tool_calls(self, index: int, message: dict[str, Any]) -> None:
-        calls = message.get("tool_calls")
-        if isinstance(message.get("function_call"), dict):
-            calls = [{"index": 0, "function": message["function_call"]}]
-        for position, call in enumerate(calls if isinstance(calls, list) else ()):
+        for position, call in enumerate(chat_tool_calls(message)):
             if isinstance(call, dict):
                 function = call.get("function")
                 function = function if isinstance(function, dict) else {}

@@ -6,11 +6,13 @@ import re
 from typing import Any
 
 from llmobs.apis.base import error_type, loads_object
-from llmobs.apis.content import OutputCapture
-from llmobs.apis.openai_common import OpenAIAccumulator, parse_usage
+from llmobs.apis.content import OutputCapture, chat_tool_calls
+from llmobs.apis.openai_common import OpenAIAccumulator, add_output, parse_usage
 from llmobs.apis.quality import Judge
+from llmobs.records import Usage
 from llmobs.sse import Event
 from llmobs.stream_usage import has_usage
+from llmobs.telemetry import semconv as sc
 
 # Cheap byte checks, so that the bulk of stream chunks is never JSON-decoded once the
 # first token has been seen: only chunks that can carry usage, a finish reason, an error
@@ -28,6 +30,7 @@ class ChatAccumulator(OpenAIAccumulator):
     """Chat completions and legacy completions, streamed or not."""
 
     judges = True
+    per_choice_seen: int | None = None  # choices finished at the last usage-only chunk (n > 1 only)
 
     def new_judge(self) -> Judge:
         return Judge(self.info.expects_json, self.info.endpoint == "chat_completions")
@@ -51,15 +54,29 @@ class ChatAccumulator(OpenAIAccumulator):
             self.error_type = error_type(obj["error"])
             return
         self.identify(obj)
+        choices = obj.get("choices")
         usage = obj.get("usage")
         if isinstance(usage, dict):
-            self.usage = parse_usage(usage)
-        choices = obj.get("choices")
+            self._usage(parse_usage(usage), bool(choices))
         if isinstance(choices, list) and choices:
             self._deltas(choices, now)
             self.finish_reasons(choices)
             if self.output is not None:
                 self._capture(choices, self.output)
+
+    def _usage(self, usage: Usage, with_choices: bool) -> None:
+        """A stream's usage. Usage riding on a content chunk is a running total (vLLM's
+        continuous_usage_stats): the last one stands. A usage-only chunk is final, and when
+        several choices were asked for, a server may send one per choice, each after that
+        choice's finish (llama-server: (24,5) (24,6) (24,6) for n=3): a usage-only chunk that
+        follows a newly finished choice adds its output to the earlier ones', the prompt
+        counted once. One that follows no new finish repeats the total, and replaces it."""
+        if not with_choices:
+            finished = len(self.reasons)
+            if self.per_choice_seen is not None and finished > self.per_choice_seen and self.usage is not None:
+                usage = add_output(self.usage, usage)
+            self.per_choice_seen = finished if self.info.params.get(sc.GEN_AI_REQUEST_CHOICE_COUNT) else None
+        self.usage = usage
 
     def on_result(self, obj: dict[str, Any]) -> None:
         super().on_result(obj)
@@ -135,14 +152,9 @@ def _judge(judge: Judge, index: int, message: Any, choice: dict[str, Any]) -> No
         return
     judge.text(index, message.get("content"))
     judge.refusal(isinstance(message.get("refusal"), str) and message["refusal"])
-    calls = message.get("tool_calls")
-    if isinstance(calls, list):
-        for position, call in enumerate(calls):
-            if isinstance(call, dict):
-                _tool_call(judge, index, position, call)
-    legacy = message.get("function_call")
-    if isinstance(legacy, dict):
-        judge.tool_call((index, "function_call"), legacy.get("name"), legacy.get("arguments"))
+    for position, call in enumerate(chat_tool_calls(message)):
+        if isinstance(call, dict):
+            _tool_call(judge, index, position, call)
 
 
 def _tool_call(judge: Judge, index: int, position: int, call: dict[str, Any]) -> None:

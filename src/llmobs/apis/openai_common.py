@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from llmobs.apis.base import Accumulator, count, error_type
@@ -33,6 +34,19 @@ def parse_usage(usage: dict[str, Any]) -> Usage:
         cache_write_tokens=count(prompt.get("cache_write_tokens")),
         reasoning_tokens=count(completion.get("reasoning_tokens")),
     )
+
+
+def add_output(earlier: Usage, more: Usage) -> Usage:
+    """Two choices' usage as one: outputs added, the prompt (shared by every choice) taken once."""
+    return replace(
+        earlier,
+        output_tokens=_add(earlier.output_tokens, more.output_tokens),
+        reasoning_tokens=_add(earlier.reasoning_tokens, more.reasoning_tokens),
+    )
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else a + b
 
 
 class OpenAIAccumulator(Accumulator):

@@ -151,18 +151,18 @@ class Recorder:
         provider: str | None = None,
         context: Mapping[str, str] | None = None,
     ) -> Decimal | None:
-        """USD for reported usage: by the served model, else the requested one; None if unpriced.
+        """USD for reported usage by the model that answered; None if unpriced.
 
         The model that answered is the one billed: a request for one model served by another
-        (an alias, a gateway's fallback) costs what the served model costs, in the tier (or
-        speed) the response says it was served in (`context`).
+        (an alias, a gateway's fallback, a self-hosted model behind a borrowed name) costs what
+        the served model costs, in the tier (or speed) the response says it was served in
+        (`context`), and is unpriced when that model has no price. The requested model is
+        priced only when the response names none.
         """
         if self.prices is None or usage is None:
             return None
         try:
-            cost = self.prices.price(served, usage, provider=provider, context=context) if served else None
-            if cost is None and model and model != served:
-                cost = self.prices.price(model, usage, provider=provider, context=context)
+            cost = self.prices.price(served or model, usage, provider=provider, context=context)
         except Exception:  # noqa: BLE001 - telemetry never breaks traffic; counted
             self.failed("pricing")
             return None
