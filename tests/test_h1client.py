@@ -15,8 +15,17 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fault_upstream import Conn, RawRequest, fault_upstream, http_response, read_all, unaccepting_port
-from llmobs.proxy.h1client import H1Upstream
+from fault_upstream import (
+    Conn,
+    RawRequest,
+    chunked,
+    fault_upstream,
+    http_response,
+    read_all,
+    sse_head,
+    unaccepting_port,
+)
+from llmobs.proxy.h1client import PROBATION, H1Upstream
 from llmobs.proxy.h1connection import HIGH_WATER
 from llmobs.proxy.upstream import Timeouts, UpstreamTimeout, UpstreamUnreachable
 
@@ -25,6 +34,9 @@ QUICK = Timeouts(1.0, 1.0)
 
 
 def run(url: str, body: Callable[[H1Upstream], Awaitable[T]], timeouts: Timeouts = QUICK, **options: Any) -> T:
+    """`body` on a new pool; the upstream known to keep connections open, unless `keeps_open` says."""
+    options.setdefault("keeps_open", True)
+
     async def main() -> T:
         upstream = H1Upstream(url, timeouts=timeouts, **options)
         await upstream.open()
@@ -144,6 +156,65 @@ def test_a_connection_the_server_closed_is_never_reused() -> None:
     with fault_upstream(answer_then_close) as server:
         assert run(server.url, two_posts) == 200
         assert server.connections == 2
+
+
+async def llama_server(request: RawRequest, conn: Conn) -> None:
+    """As llama-server (cpp-httplib) does: a stream announced keep-alive, then, a moment after
+    its last chunk, a shutdown (FIN) and 100 ms of reading and dropping what arrives; a plain
+    answer keeps its connection."""
+    if request.method == "GET":
+        await conn.send(http_response(200, b"{}", [("keep-alive", "timeout=5, max=100")]))
+        return
+    head = sse_head(chunked=True).replace(b"\r\n\r\n", b"\r\nkeep-alive: timeout=5, max=100\r\n\r\n")
+    await conn.send(head + chunked(b"data: {}\n\n") + b"0\r\n\r\n")
+    await asyncio.sleep(0.02)  # the serving thread, between its last write and its shutdown
+    conn.writer.write_eof()
+    try:
+        async with asyncio.timeout(0.1):
+            while await conn.reader.read(65536):
+                pass  # read and dropped: never answered, never reset
+    except TimeoutError:
+        pass
+    conn.close()
+
+
+def test_a_connection_is_reused_only_once_the_upstream_showed_it_keeps_that_kind_open() -> None:
+    async def traffic(upstream: H1Upstream) -> list[int]:
+        statuses = []
+        for _ in range(4):  # streams, each in quick succession: none lands in a draining connection
+            resp = await upstream.send("POST", "/", [], b"{}")
+            statuses.append(resp.status)
+            await read_all(resp)
+        for _ in range(2):  # plain answers: the first is on probation, the second gets a new connection
+            resp = await upstream.send("GET", "/", [], b"")
+            statuses.append(resp.status)
+            await read_all(resp)
+        assert upstream.pooled_peers() == set()
+        await asyncio.sleep(PROBATION + 0.1)
+        assert len(upstream.pooled_peers()) == 1  # kept open all along: now it is pooled
+        for _ in range(3):
+            resp = await upstream.send("GET", "/", [], b"")
+            statuses.append(resp.status)
+            await read_all(resp)
+        return statuses
+
+    with fault_upstream(llama_server) as server:
+        assert run(server.url, traffic, keeps_open=None) == [200] * 9
+        # 4 streams on 4 connections, 2 plain answers on 2 more, then the pooled one, reused.
+        assert server.connections == 6 and len(server.requests) == 9
+
+
+def test_without_the_probation_a_request_lands_in_a_draining_connection_and_is_lost() -> None:
+    """What the probation prevents: the same upstream, known (wrongly) to keep streams open."""
+
+    async def two_streams(upstream: H1Upstream) -> None:
+        await read_all(await upstream.send("POST", "/", [], b"{}"))
+        await upstream.send("POST", "/", [], b"{}")
+
+    with fault_upstream(llama_server) as server:
+        with pytest.raises(UpstreamUnreachable, match="closed the connection"):
+            run(server.url, two_streams, keeps_open=True)
+        assert server.connections == 1 and len(server.requests) == 1  # the second was drained unread
 
 
 @pytest.mark.parametrize(

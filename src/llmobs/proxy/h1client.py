@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohappyeyeballs
 
-from llmobs.proxy.h1connection import Connection, H1Response, Lost
+from llmobs.proxy.h1connection import Connection, H1Response, Lost, chunked
 from llmobs.proxy.upstream import (
     Timeouts,
     UpstreamTimeout,
@@ -30,6 +30,7 @@ from llmobs.proxy.upstream import (
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]  # as getaddrinfo gives them
 DEFAULT_TIMEOUTS = Timeouts()
 KEEPALIVE = 15.0  # seconds an idle pooled connection is kept (aiohttp's default)
+PROBATION = 0.25  # seconds the first connection after a kind of response is watched before reuse
 DNS_TTL = 60.0
 INLINE_BODY = 64 * 1024  # bodies up to this size are copied into the head: one write, one segment
 # RFC 9110 section 9.2.2. Only these are sent again after a reused connection failed silently.
@@ -44,15 +45,21 @@ class H1Upstream:
     """A keep-alive connection pool bound to one upstream origin.
 
     Stale connections. No client gets an error the upstream did not give it:
+    - a connection is reused after a response only once the upstream has shown that it keeps
+      connections open after that kind of response (chunked or not): the first of each kind is
+      watched for PROBATION seconds before it joins the pool, and meanwhile the others are
+      closed. A real llama-server announces keep-alive, yet shuts a connection down after each
+      stream and drains (reads and drops) whatever arrives: a request written into it in that
+      moment got no answer and no error to tell it from a request the server read and then died
+      on. Such a kind of response is never pooled again;
     - a pooled connection whose socket is readable (the server closed it, or sent bytes nobody
       asked for) is never reused: checked just before reuse, as urllib3 and httpcore do;
     - a request on a reused connection that ends before any byte of a response arrived is sent
       once more, on a new connection, when the upstream provably did not act on it: it never
       reached the socket; or the upstream reset the connection, which a close with our request
-      unread does (and so does our request reaching a socket already closed); or it may be
-      replayed anyway: an idempotent method, or an Idempotency-Key header (as Go's transport).
-      A clean close after the request was written is ambiguous (the server may have read it
-      and then died), so a POST is then not sent twice.
+      unread does; or it may be replayed anyway: an idempotent method, or an Idempotency-Key
+      header (as Go's transport). A clean close after the request was written is ambiguous
+      (the server may have read it and acted on it), so a POST is then not sent twice.
     """
 
     def __init__(
@@ -63,7 +70,10 @@ class H1Upstream:
         max_connections: int = 4096,
         ssl_context: ssl.SSLContext | None = None,
         keepalive: float = KEEPALIVE,
+        keeps_open: bool | None = None,
     ) -> None:
+        """`keeps_open`: whether the upstream is known to keep connections open after responses
+        (None: each kind of response is learned by a probation, see above)."""
         parts = urlsplit(url)
         self.scheme = parts.scheme
         self.host = parts.hostname or ""
@@ -84,6 +94,10 @@ class H1Upstream:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._all: set[Connection] = set()
+        # Whether the upstream keeps a connection open after a response, by the response's
+        # framing (chunked: True): None until a probation tells (see the class docstring).
+        self._keeps_open: dict[bool, bool | None] = {True: keeps_open, False: keeps_open}
+        self._probation: dict[Connection, bool] = {}  # connection -> its response was chunked
         self._closed = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -291,6 +305,26 @@ class H1Upstream:
             conn.paused = False
             if conn.transport is not None:
                 conn.transport.resume_reading()
+        keeps = self._keeps_open
+        if not (keeps[True] and keeps[False]):
+            kind = chunked(conn.headers)
+            if keeps[kind] is None and kind not in self._probation.values():
+                self._probation[conn] = kind
+                self.loop.call_later(PROBATION, self._probation_over, conn)
+                return
+            if not keeps[kind]:  # it closes them (or a probation is under way): not reused
+                conn.abort()
+                return
+        self._pool(conn)
+
+    def _probation_over(self, conn: Connection) -> None:
+        kind = self._probation.pop(conn, None)
+        if kind is not None and not conn.closed and not self._closed:
+            self._keeps_open[kind] = True
+            self._pool(conn)
+
+    def _pool(self, conn: Connection) -> None:
+        assert self.loop is not None
         conn.idle_since = self.loop.time()
         conn.pooled = True
         self._idle.append(conn)
@@ -302,6 +336,9 @@ class H1Upstream:
         """A connection ended (either side closed it): its slot is free."""
         if conn not in self._all:
             return  # it never made it out of _connect, which counted it out itself
+        kind = self._probation.pop(conn, None)
+        if kind is not None and not self._closed:
+            self._keeps_open[kind] = False  # the upstream closed it right after its response
         if conn.pooled:
             conn.pooled = False
             try:

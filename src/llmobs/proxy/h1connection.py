@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import select
-import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 256 * 1024  # body bytes queued unread before the socket stops being read
 MAX_HEAD = 64 * 1024  # a response head longer than this is refused (nginx refuses past 4-8 KiB)
-_TCP_CLOSE = 7  # tcpi_state of a connection that is wholly closed (linux/tcp_states.h)
 
 
 class Lost(UpstreamUnreachable):
@@ -34,8 +32,8 @@ class Lost(UpstreamUnreachable):
         super().__init__(message)
         self.written = written  # our request had been handed to the socket
         self.received = received  # some response byte had arrived
-        # The peer reset the connection: it closed its socket with our request unread, or our
-        # request reached a socket it had already closed (a FIN, then a reset).
+        # The peer reset the connection (no FIN first): it closed its socket with our request
+        # unread in it, which a close with unread data does.
         self.reset = reset
 
 
@@ -80,7 +78,6 @@ class Connection(asyncio.Protocol):
         self.deadline: float | None = None
         self.deadline_timer: asyncio.TimerHandle | None = None  # only with a total timeout
         self.last_read = 0.0
-        self.peer_reset = False
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -101,10 +98,6 @@ class Connection(asyncio.Protocol):
             return poller is not None and bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-
-    def eof_received(self) -> None:
-        if self.busy and self.written and not self.received:
-            self.peer_reset = _reset_after_fin(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()  # uvloop: the cached time of this loop iteration
@@ -130,9 +123,11 @@ class Connection(asyncio.Protocol):
         self.reusable = False
         if self.busy and not self.complete and self.error is None:
             if not self.head_done:
-                reset = self.peer_reset or isinstance(exc, ConnectionError)
                 self.error = Lost(
-                    f"{self.label} closed the connection", written=self.written, received=self.received, reset=reset
+                    f"{self.label} closed the connection",
+                    written=self.written,
+                    received=self.received,
+                    reset=isinstance(exc, ConnectionError),
                 )
             elif exc is None and self._close_delimited():
                 self.complete = True  # the end of the connection is the end of this body
@@ -317,18 +312,12 @@ class Connection(asyncio.Protocol):
             self.timer = None
 
 
-def _reset_after_fin(transport: asyncio.Transport | None) -> bool:
-    """After a FIN: whether the peer has also reset the connection, which it does when our bytes
-    reach a socket it has closed (Linux: the TCP state is then CLOSE, not CLOSE_WAIT)."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    info = getattr(socket, "TCP_INFO", None)
-    if sock is None or info is None:
-        return False
-    try:
-        state: bytes = sock.getsockopt(socket.IPPROTO_TCP, info, 1)
-    except OSError:
-        return False
-    return state[0] == _TCP_CLOSE
+def chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a response's body is chunked (by its Transfer-Encoding)."""
+    for name, value in headers:
+        if len(name) == 17 and name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            return True
+    return False
 
 
 class H1Response(PeekableBody):
