@@ -1,8 +1,9 @@
-"""A/B two llmobs builds in one run: the upstream clients, or this checkout against an earlier commit.
+"""A/B two llmobs builds in one run: this checkout against an earlier commit.
 
-    python benchmarks/ab.py clients                    # aiohttp vs h1, this checkout -> AB_CLIENT.md
     python benchmarks/ab.py baseline REV               # REV vs this checkout, defaults -> AB_BASELINE.md
-    python benchmarks/ab.py baseline REV --client aiohttp   # both on aiohttp: the features' own cost
+
+(AB_CLIENT.md is the record of `ab.py clients`, aiohttp vs h1, from before the aiohttp client
+was removed; it is why h1 is the client.)
 
 One simulator (benchmarks/simserver.py), two `llmobs serve` processes in front of it (A and
 B: their own src/ and settings), and the load client (benchmarks/loadclient.py) driving
@@ -269,41 +270,30 @@ def render(data: dict[str, Any]) -> str:
 
 def builds(args: argparse.Namespace, workdir: Path) -> tuple[tuple[Build, Build], dict[str, str]]:
     """The two builds, and what the results file says about them."""
-    if args.what == "clients":
-        pair = (Build("aiohttp", SRC, {"LLMOBS_UPSTREAM_CLIENT": "aiohttp"}), Build("h1", SRC, {}))
-        return pair, {
-            "title": "Upstream client A/B: aiohttp vs h1",
-            "command": "clients",
-            "setup": "Both proxies: `llmobs serve` with default settings (Prometheus on, usage injection on), "
-            "one process each, in front of the same simulator; only `LLMOBS_UPSTREAM_CLIENT` differs.",
-        }
     rev = subprocess.run(
         ["git", "-C", str(HERE.parent), "rev-parse", "--short", args.rev], capture_output=True, text=True, check=True
     ).stdout.strip()
-    env = {"LLMOBS_UPSTREAM_CLIENT": args.client} if args.client else {}
-    pair = (Build(rev, source_at(rev, workdir), env), Build("now", SRC, env))
-    client = f"both with LLMOBS_UPSTREAM_CLIENT={args.client}" if args.client else "each with its default client"
+    pair = (Build(rev, source_at(rev, workdir), {}), Build("now", SRC, {}))
     return pair, {
         "title": f"A/B against an earlier commit: {rev} vs now",
-        "command": f"baseline {args.rev}" + (f" --client {args.client}" if args.client else ""),
-        "setup": f"Two `llmobs serve` processes, default settings ({client}): `{rev}` (src/ from git archive) "
+        "command": f"baseline {args.rev}",
+        "setup": f"Two `llmobs serve` processes, default settings: `{rev}` (src/ from git archive) "
         "and this checkout, one process each, in front of the same simulator.",
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("clients", "baseline"), help="what to compare")
+    p.add_argument("what", choices=("baseline",), help="what to compare")
     p.add_argument("rev", nargs="?", help="baseline: the earlier commit")
-    p.add_argument("--client", choices=("aiohttp", "h1"), help="baseline: the upstream client of both builds")
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7; at least 5 to report)")
     p.add_argument("--out", default=str(HERE / "out"), help="logs and the raw cells (git-ignored)")
-    p.add_argument("--results", help="the Markdown table to (re)write (default AB_CLIENT.md or AB_BASELINE.md)")
+    p.add_argument("--results", help="the Markdown table to (re)write (default AB_BASELINE.md)")
     p.add_argument("--report-only", action="store_true", help="rewrite the table from the raw cells in OUT")
     args = p.parse_args(argv)
-    if args.what == "baseline" and not args.rev:
+    if not args.rev:
         p.error("baseline needs the earlier commit: ab.py baseline REV")
-    name = "ab_client" if args.what == "clients" else "ab_baseline"
+    name = "ab_baseline"
     raw = Path(args.out) / f"{name}.json"
     results = Path(args.results) if args.results else HERE / f"{name.upper()}.md"
     if args.report_only:

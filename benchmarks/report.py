@@ -317,7 +317,7 @@ def environment() -> dict[str, str]:
         "?",
     )
     versions = []
-    for dist in ("llmobs", "uvicorn", "uvloop", "httptools", "aiohttp", "prometheus_client", "fastapi"):
+    for dist in ("llmobs", "uvicorn", "uvloop", "httptools", "prometheus_client", "fastapi"):
         try:
             versions.append(f"{dist} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:

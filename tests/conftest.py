@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,18 +18,6 @@ from llmobs.config import Settings
 from llmobs.dev.harness import ServerThread, serve
 from llmobs.sim import SimConfig
 from llmobs.sim import create_app as create_simulator
-
-
-def _upstream_client_from_env() -> None:
-    """LLMOBS_UPSTREAM_CLIENT=aiohttp runs the whole suite under aiohttp (h1 is the default):
-    Settings built in code (not through load_settings, which reads the environment) too."""
-    name = os.environ.get("LLMOBS_UPSTREAM_CLIENT")
-    if name:
-        Settings.model_fields["upstream_client"].default = name
-        Settings.model_rebuild(force=True)
-
-
-_upstream_client_from_env()
 
 
 class Proxied:

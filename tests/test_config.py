@@ -97,8 +97,9 @@ def test_every_setting_is_documented_in_the_readme() -> None:
         assert f"| `{key}` | `LLMOBS_{key.upper()}`" in readme, f"{key} is not in the README's configuration table"
 
 
-def test_the_upstream_client_is_chosen_by_name() -> None:
-    assert load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "aiohttp"}).upstream_client == "aiohttp"
+def test_the_upstream_client_is_h1_and_the_removed_aiohttp_one_is_named_as_removed() -> None:
     assert load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "h1"}).upstream_client == "h1"
+    with pytest.raises(ConfigError, match="LLMOBS_UPSTREAM_CLIENT.*aiohttp upstream client was removed"):
+        load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "aiohttp"})
     with pytest.raises(ConfigError, match="LLMOBS_UPSTREAM_CLIENT"):
         load_settings(environ={"LLMOBS_UPSTREAM_CLIENT": "curl"})

@@ -71,7 +71,7 @@ def test_header_bytes_that_are_not_utf8_arrive_unchanged() -> None:
 
 def test_non_utf8_header_bytes_cross_the_proxy_unchanged(make_proxy: Callable[..., Any]) -> None:
     with fault_upstream(ok) as server:
-        proxy = make_proxy(server.url + "/v1", upstream_client="h1")
+        proxy = make_proxy(server.url + "/v1")
         with socket.create_connection(("127.0.0.1", proxy.server.port), timeout=5) as sock:
             sock.sendall(
                 b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\nx-title: caf\xe9\r\n\r\n{}"

@@ -1,5 +1,5 @@
-"""The upstream client on its own, under both implementations (aiohttp and h1): bytes as
-sent, peek and replay, pooling, and each failure mapped."""
+"""The upstream client on its own, through its surface (make_upstream): bytes as sent, peek and
+replay, pooling, and each failure mapped."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from fault_upstream import RawRequest, fault_upstream, http_response, read_all, 
 from llmobs.proxy.h1client import PROBATION
 from llmobs.proxy.upstream import (
     Client,
-    ClientName,
     Timeouts,
     UpstreamBadResponse,
     UpstreamBroken,
@@ -27,19 +26,11 @@ T = TypeVar("T")
 Upstream = Client
 
 QUICK = Timeouts(1.0, 1.0)
-CLIENT: list[ClientName] = ["aiohttp"]  # set by the autouse fixture below, for run()
-
-
-@pytest.fixture(autouse=True, params=["aiohttp", "h1"])
-def client(request: pytest.FixtureRequest) -> ClientName:
-    """Every test here runs against both implementations."""
-    CLIENT[0] = request.param
-    return CLIENT[0]
 
 
 def run(url: str, body: Callable[[Upstream], Awaitable[T]], timeouts: Timeouts = QUICK) -> T:
     async def main() -> T:
-        upstream = make_upstream(url, client=CLIENT[0], timeouts=timeouts)
+        upstream = make_upstream(url, timeouts=timeouts)
         await upstream.open()
         try:
             return await body(upstream)

@@ -289,9 +289,7 @@ def build_router(settings: Settings) -> Router:
         key_paths = (base, *settings.upstream_key_paths) if base and not prefix else (base,) if base else ()
         return Route(
             name=name,
-            upstream=make_upstream(
-                url, client=settings.upstream_client, timeouts=timeouts, max_connections=settings.max_connections
-            ),
+            upstream=make_upstream(url, timeouts=timeouts, max_connections=settings.max_connections),
             prefix=prefix.encode(),
             path=path.encode(),
             provider=ids.name if ids else None,

@@ -141,9 +141,9 @@ class Settings(BaseSettings):
     keepalive_timeout: float = Field(75.0, gt=0)  # an idle keep-alive connection is closed after it
     max_client_connections: int = Field(4096, ge=1)  # open client connections; idle ones make room
     max_connections: int = Field(4096, ge=1)
-    # The upstream HTTP client: llmobs's own HTTP/1.1 client (h1: 40% less CPU per request than
-    # aiohttp, benchmarks/AB_CLIENT.md), or aiohttp.
-    upstream_client: Literal["aiohttp", "h1"] = "h1"
+    # The upstream HTTP client: llmobs's own HTTP/1.1 client, the only one since aiohttp's was
+    # removed (benchmarks/AB_CLIENT.md; README, Configuration).
+    upstream_client: Literal["h1"] = "h1"
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(30.0, ge=0)  # SIGTERM: drain in-flight requests this long
     admin_port: int | None = Field(None, ge=0, le=65535)  # serve /metrics etc. on their own port
@@ -158,6 +158,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upstream_url(cls, value: str) -> str:
         return _http_url(value)
+
+    @field_validator("upstream_client", mode="before")
+    @classmethod
+    def _upstream_client(cls, value: Any) -> Any:
+        if value == "aiohttp":
+            raise ValueError(
+                "the aiohttp upstream client was removed: it reused connections a server had closed, "
+                "turning good answers into 502s; use h1 (the default)"
+            )
+        return value
 
     @field_validator("routes", mode="before")
     @classmethod

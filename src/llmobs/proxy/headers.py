@@ -122,9 +122,9 @@ def unsendable(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
 
 
 def text(value: bytes) -> str:
-    """A header as the str aiohttp wants; it encodes str as UTF-8, so UTF-8 bytes round-trip
-    exactly. Other bytes (obsolete latin-1 text) cannot, and go as latin-1 text re-encoded
-    (the h1 client sends bytes as they are)."""
+    """A header as the str the websockets client wants; it encodes str as UTF-8, so UTF-8 bytes
+    round-trip exactly. Other bytes (obsolete latin-1 text) cannot, and go as latin-1 text
+    re-encoded (the HTTP client sends bytes as they are)."""
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
