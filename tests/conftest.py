@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,31 @@ def sdk_client(base_url: str, api_key: str = "sk-test-secret-0123456789", **kwar
     client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, **kwargs)
     _clients.append(client)
     return client
+
+
+async def chat_streams(base_url: str, n: int, concurrency: int, **ask: Any) -> list[BaseException | tuple[int, int]]:
+    """`n` streamed chats through the async openai SDK, `concurrency` at a time: the (prompt,
+    completion) tokens each one's usage chunk reported, or the error it raised."""
+    import openai
+
+    gate = asyncio.Semaphore(concurrency)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-test", max_retries=0, timeout=60)
+
+    async def one() -> tuple[int, int]:
+        async with gate:
+            stream = await client.chat.completions.create(
+                messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}, **ask
+            )
+            usage = (0, 0)
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            return usage
+
+    try:
+        return await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    finally:
+        await client.close()
 
 
 @pytest.fixture(autouse=True)

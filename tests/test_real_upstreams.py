@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2 as httpx
-import openai
 import pytest
 
-from conftest import Proxied, sdk_client
+from conftest import Proxied, chat_streams, sdk_client
 from servers import free_port
 
 pytestmark = pytest.mark.real
@@ -71,35 +70,13 @@ def llama_cpp_python() -> Iterator[str]:
     yield from start("llama-cpp-python")
 
 
-async def streams(base_url: str, n: int, concurrency: int) -> list[BaseException | tuple[int, int]]:
-    """`n` streamed chats, `concurrency` at a time: the (prompt, completion) tokens each reported, or its error."""
-    gate = asyncio.Semaphore(concurrency)
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-test", max_retries=0, timeout=60)
-
-    async def one() -> tuple[int, int]:
-        async with gate:
-            stream = await client.chat.completions.create(
-                model="tiny-llama", messages=HI, max_tokens=8, stream=True, stream_options={"include_usage": True}
-            )
-            usage = (0, 0)
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-            return usage
-
-    try:
-        return await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
-    finally:
-        await client.close()
-
-
 @pytest.mark.parametrize("concurrency", [1, 16, 64])
 def test_llama_server_streams_through_llmobs_get_no_error_it_did_not_give(
     llama_server: str, make_proxy: MakeProxy, concurrency: int
 ) -> None:
     # It answers a stream with keep-alive announced, then shuts the connection down and drains it.
     proxy = make_proxy(llama_server)
-    results = asyncio.run(streams(proxy.base_url, 400, concurrency))
+    results = asyncio.run(chat_streams(proxy.base_url, 400, concurrency, model="tiny-llama", max_tokens=8))
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors == []
     usages = [r for r in results if not isinstance(r, BaseException)]

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 
-import openai
 import pytest
 
-from conftest import Proxied
+from conftest import Proxied, chat_streams
 from llmobs.sim import SimConfig, create_app
 from llmobs.sim.connections import closing_protocol
 from servers import ServerThread, serve
@@ -29,41 +28,16 @@ def closing_upstream(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
         yield server
 
 
-async def streams(base_url: str, n: int, concurrency: int) -> list[BaseException | int]:
-    """`n` streamed chats, `concurrency` at a time: the output tokens of each, or its error."""
-    gate = asyncio.Semaphore(concurrency)
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-test", max_retries=0, timeout=30)
-
-    async def one() -> int:
-        async with gate:
-            stream = await client.chat.completions.create(
-                model="sim-model",
-                messages=[{"role": "user", "content": "hi"}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            tokens = 0
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    tokens = chunk.usage.completion_tokens
-            return tokens
-
-    try:
-        return await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
-    finally:
-        await client.close()
-
-
 @pytest.mark.parametrize("concurrency", [1, 8, 64])
 def test_an_upstream_closing_every_kept_alive_connection_gives_clients_no_error(
     closing_upstream: ServerThread, make_proxy: MakeProxy, concurrency: int
 ) -> None:
     proxy = make_proxy(closing_upstream.url + "/v1", provider="openai")
     n = REQUESTS[concurrency]
-    results = asyncio.run(streams(proxy.base_url, n, concurrency))
+    results = asyncio.run(chat_streams(proxy.base_url, n, concurrency, model="sim-model"))
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors == []
-    assert results == [OUTPUT_TOKENS] * n
+    assert [completion for _, completion in results] == [OUTPUT_TOKENS] * n
     assert proxy.total("llmobs_requests_total") == n
     assert proxy.total("llmobs_requests_total", outcome="completed", status_code="200") == n
     assert proxy.total("llmobs_tokens_total", type="output") == n * OUTPUT_TOKENS
