@@ -91,8 +91,8 @@ class Connection(asyncio.Protocol):
     def readable(self) -> bool:
         """Whether the socket has something to read (an EOF, a reset, stray bytes) that the event
         loop has not yet seen: an idle connection that is readable is not reused (as urllib3 and
-        httpcore check). A server that closes right after a response, still announcing
-        keep-alive (llama-server does), is caught here before a request is written into it."""
+        httpcore check). A server that closed it (its idle timeout, or right after a response
+        while announcing keep-alive) is caught here before a request is written into it."""
         poller = self.poller
         try:
             return poller is not None and bool(poller.poll(0))
