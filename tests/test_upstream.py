@@ -1,4 +1,4 @@
-"""The upstream client on its own, through its surface (make_upstream): bytes as sent, peek and
+"""The upstream client on its own, through its surface (upstream.Client): bytes as sent, peek and
 replay, pooling, and each failure mapped."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from fault_upstream import RawRequest, fault_upstream, http_response, read_all, refused_port, unaccepting_port
-from llmobs.proxy.h1client import PROBATION
+from llmobs.proxy.h1client import PROBATION, H1Upstream
 from llmobs.proxy.upstream import (
     Client,
     Timeouts,
@@ -19,7 +19,6 @@ from llmobs.proxy.upstream import (
     UpstreamBroken,
     UpstreamTimeout,
     UpstreamUnreachable,
-    make_upstream,
 )
 
 T = TypeVar("T")
@@ -30,7 +29,7 @@ QUICK = Timeouts(1.0, 1.0)
 
 def run(url: str, body: Callable[[Upstream], Awaitable[T]], timeouts: Timeouts = QUICK) -> T:
     async def main() -> T:
-        upstream = make_upstream(url, timeouts=timeouts)
+        upstream: Client = H1Upstream(url, timeouts=timeouts)
         await upstream.open()
         try:
             return await body(upstream)

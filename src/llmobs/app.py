@@ -21,9 +21,10 @@ from llmobs.apis.table import classify, classify_websocket
 from llmobs.attribution import Attribution
 from llmobs.config import Settings, attribution_name, multiprocess_dir
 from llmobs.proxy.asgi import Receive, Scope, Send, default_headers, lifespan
+from llmobs.proxy.h1client import H1Upstream
 from llmobs.proxy.proxy import Proxy
 from llmobs.proxy.routing import Route, Router
-from llmobs.proxy.upstream import Timeouts, make_upstream
+from llmobs.proxy.upstream import Timeouts
 from llmobs.telemetry.process import ProcessMetrics, scrape_registry
 from llmobs.telemetry.providers import resolve
 from llmobs.telemetry.recorder import Recorder
@@ -289,7 +290,7 @@ def build_router(settings: Settings) -> Router:
         key_paths = (base, *settings.upstream_key_paths) if base and not prefix else (base,) if base else ()
         return Route(
             name=name,
-            upstream=make_upstream(url, timeouts=timeouts, max_connections=settings.max_connections),
+            upstream=H1Upstream(url, timeouts=timeouts, max_connections=settings.max_connections),
             prefix=prefix.encode(),
             path=path.encode(),
             provider=ids.name if ids else None,

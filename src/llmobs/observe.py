@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from llmobs.budget import ByteBudget
 from llmobs.decoders import MAX_RATIO, ContentDecoder, DecodingError, decoder_for
-from llmobs.proxy.budget import ByteBudget
 from llmobs.records import Observation, Outcome, ParsedBody, RequestInfo
 from llmobs.sse import Event, SSEDecoder
 from llmobs.stream_usage import UsageChunkFilter

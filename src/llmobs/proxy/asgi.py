@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from llmobs.proxy.budget import ByteBudget
+from llmobs.budget import ByteBudget
 from llmobs.proxy.headers import with_defaults
 
 Scope = MutableMapping[str, Any]

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from llmobs.observe import Accumulator, Adapter, ResponseObserver
@@ -35,7 +35,9 @@ from llmobs.records import Outcome, ParsedBody, RequestInfo
 from llmobs.stream_usage import REJECTION_PEEK, rejects_usage_option
 
 if TYPE_CHECKING:
-    from llmobs.proxy.proxy import Proxy
+    from llmobs.attribution import Attribution
+    from llmobs.budget import ByteBudget
+    from llmobs.telemetry.recorder import Recorder
 
 log = logging.getLogger("llmobs")
 
@@ -51,6 +53,22 @@ def _warn_unreachable(host: str, port: int, reason: str) -> None:
     if now - _last_unreachable.get((host, port), -60.0) >= 60.0:
         _last_unreachable[(host, port)] = now
         log.warning("upstream %s:%d unreachable: %s (clients get 502; said once a minute)", host, port, reason)
+
+
+class Host(Protocol):
+    """What an exchange needs of the proxy that runs it (proxy.Proxy, which it never imports):
+    its settings, budgets and recorder, and what it learns of its upstreams."""
+
+    recorder: Recorder
+    attribution: Attribution
+    body_budget: ByteBudget
+    observe_budget: ByteBudget
+    max_body_bytes: int
+    max_event_bytes: int
+    capture_content: bool
+    chunk_times: bool
+    inject_stream_usage: bool
+    rejects_usage_option: bool  # learnt from the upstream; see Exchange._forward
 
 
 class Rejected(Exception):
@@ -76,7 +94,7 @@ class Exchange:
 
     def __init__(
         self,
-        proxy: Proxy,
+        proxy: Host,
         scope: Scope,
         receive: Receive,
         send: Send,

@@ -6,23 +6,34 @@ from __future__ import annotations
 import asyncio
 import select
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 
 from llmobs.proxy.upstream import (
     PeekableBody,
+    Timeouts,
     UpstreamBadResponse,
     UpstreamBroken,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 
-if TYPE_CHECKING:
-    from llmobs.proxy.h1client import H1Upstream
-
 HIGH_WATER = 256 * 1024  # body bytes queued unread before the socket stops being read
 MAX_HEAD = 64 * 1024  # a response head longer than this is refused (nginx refuses past 4-8 KiB)
+
+
+class Pool(Protocol):
+    """What a connection needs of the pool that owns it (h1client.H1Upstream)."""
+
+    label: str  # host:port, for messages
+    timeouts: Timeouts
+
+    def release(self, conn: Connection) -> None:
+        """Take back a connection whose response was read (or dropped)."""
+
+    def gone(self, conn: Connection) -> None:
+        """A connection ended: its slot is free."""
 
 
 class Lost(UpstreamUnreachable):
@@ -44,7 +55,7 @@ class Connection(asyncio.Protocol):
     on `waiter`, which every callback that changes what it can see resolves.
     """
 
-    def __init__(self, pool: H1Upstream, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.loop = loop
         self.label = pool.label

@@ -9,10 +9,10 @@ from time import perf_counter
 from urllib.parse import unquote
 
 from llmobs.attribution import Attribution
+from llmobs.budget import ByteBudget
 from llmobs.observe import Adapter, SessionAdapter
 from llmobs.proxy import headers as hp
 from llmobs.proxy.asgi import Receive, Scope, Send, error_body, respond
-from llmobs.proxy.budget import ByteBudget
 from llmobs.proxy.exchange import Exchange
 from llmobs.proxy.routing import Router, key_may_go
 from llmobs.proxy.websocket import WebSocketRelay

@@ -1,9 +1,9 @@
 """The upstream HTTP client's surface: the proxy sees only `Client` and `Response` below, and
-`make_upstream` builds the one implementation, the HTTP/1.1 client in h1client.py."""
+their errors. The one implementation is the HTTP/1.1 client in h1client.py (its pool) and
+h1connection.py (one connection); this module imports neither."""
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -74,19 +74,6 @@ class Client(Protocol):
 
     def pooled_peers(self) -> set[tuple[str, int]]:
         """(address, port) of every connection idle in the pool (for tests)."""
-
-
-def make_upstream(
-    url: str,
-    *,
-    timeouts: Timeouts = Timeouts(),
-    max_connections: int = 4096,
-    ssl_context: ssl.SSLContext | None = None,
-) -> Client:
-    """The upstream client for `url`."""
-    from llmobs.proxy.h1client import H1Upstream
-
-    return H1Upstream(url, timeouts=timeouts, max_connections=max_connections, ssl_context=ssl_context)
 
 
 class PeekableBody:
