@@ -17,9 +17,12 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from conftest import Proxied
 from fault_upstream import RawRequest, chat_body, fault_upstream, http_response
+from llmobs.app import create_app
+from llmobs.config import Settings
 from llmobs.dev.harness import serve
 from llmobs.proxy import http_server
 from llmobs.sim import SimConfig
@@ -97,6 +100,27 @@ def limited(upstream: ServerThread, make_proxy: Callable[..., Proxied]) -> Proxi
         keepalive_timeout=1.0,
         max_client_connections=8,
     )
+
+
+def test_the_configured_limits_hold_whatever_wraps_the_app(upstream: ServerThread) -> None:
+    # At trace level uvicorn wraps the app in its message logger; the limits once came from the
+    # wrapped app's settings, so a configured 2,048 silently became the default 65,536.
+    app = create_app(
+        Settings(upstream_url=upstream.url + "/v1", max_header_bytes=2048),
+        registry=CollectorRegistry(),
+        otel_from_env=False,
+    )
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")]
+    levels = [logger.level for logger in loggers]
+    server = ServerThread(app, log_level="trace").start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\nx-big: " + b"a" * 3000 + b"\r\n\r\n")
+            assert read_response(sock)[0] == 431
+    finally:
+        server.stop()
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)  # as they were: uvicorn set them for the whole process
 
 
 def test_a_head_over_the_limit_gets_431_before_it_is_held(limited: Proxied) -> None:

@@ -27,11 +27,11 @@ MESSAGES = [{"role": "user", "content": "count me"}]
 class Instance:
     """`llmobs serve` in a subprocess."""
 
-    def __init__(self, upstream: str, tmp: Path, workers: int = 2) -> None:
+    def __init__(self, upstream: str, tmp: Path, workers: int = 2, **env_settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp
-        env = {**os.environ, "TMPDIR": str(tmp), "LLMOBS_LOG_LEVEL": "warning"}
+        env = {**os.environ, "TMPDIR": str(tmp), "LLMOBS_LOG_LEVEL": "warning", **env_settings}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log = tmp / f"serve-{self.port}.log"
         with self.log.open("wb") as log:
@@ -134,6 +134,19 @@ def test_two_workers_sum_exactly_under_concurrent_traffic(instance: Instance) ->
     # Both workers took traffic: each wrote its own counter file.
     (directory,) = [p for p in instance.tmp.iterdir() if p.name.startswith("llmobs-metrics-")]
     assert len(list(directory.glob("counter_*.db"))) == 2
+
+
+def test_each_worker_keeps_the_configured_client_limits(upstream: ServerThread, tmp_path: Path) -> None:
+    server = Instance(upstream.url + "/v1", tmp_path, LLMOBS_MAX_HEADER_BYTES="2048")
+    try:
+        with httpx.Client(timeout=10) as http:
+            for _ in range(4):  # a new connection each time, so that both workers answer some
+                big = http.get(server.url + "/healthz", headers={"x-big": "a" * 3000, "connection": "close"})
+                assert big.status_code == 431  # the default bound is 65,536 bytes
+                small = http.get(server.url + "/healthz", headers={"x-small": "a" * 1000, "connection": "close"})
+                assert small.status_code == 200
+    finally:
+        server.stop()
 
 
 def test_two_instances_on_one_host_keep_their_own_counts(upstream: ServerThread, tmp_path: Path) -> None:

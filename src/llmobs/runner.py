@@ -20,6 +20,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from llmobs.config import MULTIPROC_ENV, WORKER_SETTINGS_ENV, Settings, worker_settings_json
+from llmobs.proxy.http_server import protocol_for
 
 # A terminal hang-up drains like SIGTERM does, instead of killing streams at once.
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -41,11 +42,16 @@ class DrainingServer(uvicorn.Server):
             signal.signal(signal.SIGHUP, previous)
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's options for the proxy (all but where to listen): the one place they are set."""
+def server_options(settings: Settings, *, workers: bool = False) -> dict[str, Any]:
+    """uvicorn's options for the proxy (all but where to listen): the one place they are set.
+
+    The client limits reach the protocol class explicitly: bound to it in one process; in
+    `workers` processes, read from the settings their environment carries (uvicorn imports the
+    class there by name).
+    """
     return {
         "loop": "uvloop",
-        "http": "llmobs.proxy.http_server:LimitedHttpToolsProtocol",
+        "http": "llmobs.proxy.http_server:WorkerHttpToolsProtocol" if workers else protocol_for(settings),
         "access_log": False,  # paths and queries can carry secrets
         "proxy_headers": False,  # the client address is never used: skip uvicorn's middleware
         # The upstream's Date and Server are relayed; the proxy adds its own only where they lack.
@@ -114,7 +120,7 @@ def _run_workers(settings: Settings) -> None:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
-            **server_options(settings),
+            **server_options(settings, workers=True),
         )
     finally:
         if admin is not None:

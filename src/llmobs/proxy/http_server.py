@@ -16,8 +16,16 @@ uvicorn bounds none of these, so one client could take the proxy down for everyo
   its idle connections; with none of either, the new connection gets 503 with Retry-After.
 - **Log lines**: one warning a minute at most for malformed requests (any client can send them).
 
-The limits come from the app's settings (`LLMObs.settings`), so the class can be named by
-its import path (`--workers` imports it in each worker process).
+It extends uvicorn's protocol through its public callbacks where they exist, and through three
+private methods where none does (`_start_asgi_task`, `_should_upgrade`,
+`_unset_keepalive_if_required`): tested on uvicorn 0.54 and 0.55, the range pyproject.toml pins.
+
+The limits reach the protocol explicitly: `protocol_for(settings)` is the class with them
+bound (one process; uvicorn takes the class), and `WorkerHttpToolsProtocol` reads the settings
+each `--workers` process gets in its environment, as `llmobs.app.create_app` does (uvicorn
+imports it by name there). Never through the app uvicorn loaded: anything wrapping it (uvicorn's
+own message logger at trace level) hid its settings, and a configured 2,048-byte head bound
+became the default 65,536.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from llmobs.config import load_settings
 from llmobs.proxy.asgi import error_body
 
 _HEAD_END = (b"\r\n\r\n", b"\n\n")
@@ -80,9 +89,10 @@ def _warn(logger: Any, message: str) -> None:
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol, bounded as nginx and Envoy bound a client."""
 
+    limits = Limits()  # the defaults; protocol_for(settings) binds a configuration's
+
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.limits = Limits(getattr(config.loaded_app, "settings", None))
         self.pool = _POOLS.setdefault(server_state, _Pool())
         self.head_bytes = 0
         self.header_count = 0
@@ -279,3 +289,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(b"".join(head) + b"\r\n" + body)
         self._forget()
         self.transport.close()
+
+
+def protocol_for(settings: Any) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class with the limits of `settings` bound (for uvicorn's `http` option)."""
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": Limits(settings)})
+
+
+class WorkerHttpToolsProtocol(LimitedHttpToolsProtocol):
+    """The protocol of a `--workers` process, named by its import path: its limits come from the
+    settings the supervisor put in the worker's environment, read once."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
+        cls = type(self)
+        if "limits" not in cls.__dict__:
+            cls.limits = Limits(load_settings())
+        super().__init__(config, server_state, app_state, _loop)
