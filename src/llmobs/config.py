@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -141,9 +141,6 @@ class Settings(BaseSettings):
     keepalive_timeout: float = Field(75.0, gt=0)  # an idle keep-alive connection is closed after it
     max_client_connections: int = Field(4096, ge=1)  # open client connections; idle ones make room
     max_connections: int = Field(4096, ge=1)
-    # The upstream HTTP client: llmobs's own HTTP/1.1 client, the only one since aiohttp's was
-    # removed (benchmarks/AB_CLIENT.md; README, Configuration).
-    upstream_client: Literal["h1"] = "h1"
     log_level: str = "info"
     shutdown_grace_seconds: float = Field(30.0, ge=0)  # SIGTERM: drain in-flight requests this long
     admin_port: int | None = Field(None, ge=0, le=65535)  # serve /metrics etc. on their own port
@@ -158,16 +155,6 @@ class Settings(BaseSettings):
     @classmethod
     def _upstream_url(cls, value: str) -> str:
         return _http_url(value)
-
-    @field_validator("upstream_client", mode="before")
-    @classmethod
-    def _upstream_client(cls, value: Any) -> Any:
-        if value == "aiohttp":
-            raise ValueError(
-                "the aiohttp upstream client was removed: it reused connections a server had closed, "
-                "turning good answers into 502s; use h1 (the default)"
-            )
-        return value
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -358,6 +345,11 @@ def multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 _OTHER_VARIABLES = frozenset({CONFIG_ENV, WORKER_SETTINGS_ENV})
+# Settings that were removed, and why; said instead of "not a setting".
+_REMOVED = {
+    ENV_PREFIX + "UPSTREAM_CLIENT": "the upstream client is llmobs's own HTTP/1.1 client, the only one: aiohttp's "
+    "was removed (it reused connections a server had closed, turning good answers into 502s)",
+}
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -365,7 +357,9 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     known = {ENV_PREFIX + key.upper() for key in Settings.model_fields} | _OTHER_VARIABLES
     warnings = []
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known:
+        if name in _REMOVED:
+            warnings.append(f"{name} was removed and is ignored: {_REMOVED[name]}")
+        elif name.startswith(ENV_PREFIX) and name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
             warnings.append(f"{name} is not a setting and is ignored{hint}")
