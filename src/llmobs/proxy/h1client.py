@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohappyeyeballs
 
-from llmobs.proxy.h1connection import Connection, H1Response, Lost, chunked
+from llmobs.proxy.h1connection import Connection, H1Response, Lost, State, chunked
 from llmobs.proxy.upstream import (
     Timeouts,
     UpstreamTimeout,
@@ -37,6 +37,7 @@ INLINE_BODY = 64 * 1024  # bodies up to this size are copied into the head: one 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Headers that mark a request as safe to send again (the IETF idempotency-key draft; Go honours both).
 IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
+IN_USE = frozenset({State.WAITING, State.BODY, State.DONE})  # a request holds the connection
 # Methods that get no Content-Length when they carry no body (as aiohttp does).
 BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 
@@ -121,7 +122,7 @@ class H1Upstream:
 
     def connections_in_use(self) -> int:
         """Connections held for a request right now (not idle in the pool; not being opened)."""
-        return sum(1 for conn in self._all if conn.busy)
+        return sum(1 for conn in self._all if conn.state in IN_USE)
 
     def pooled_peers(self) -> set[tuple[str, int]]:
         """(address, port) of every connection kept in the pool (for tests)."""
@@ -149,7 +150,6 @@ class H1Upstream:
             try:
                 await conn.request(data, tail, method == "HEAD", deadline)
             except Lost as lost:
-                conn.busy = False
                 conn.abort()
                 stale = (
                     reused and not lost.received and (not lost.written or lost.reset or _replayable(method, headers))
@@ -159,7 +159,6 @@ class H1Upstream:
                     continue
                 raise UpstreamUnreachable(str(lost)) from None
             except BaseException:
-                conn.busy = False
                 conn.abort()
                 raise
             return H1Response(conn)
@@ -197,7 +196,7 @@ class H1Upstream:
         while idle:
             conn = idle.pop()
             conn.pooled = False
-            if conn.closed or conn.transport is None or conn.transport.is_closing():
+            if conn.state is not State.IDLE or conn.transport is None or conn.transport.is_closing():
                 continue
             if conn.readable():  # closed by the server, its FIN not yet seen by the event loop
                 conn.abort()
@@ -296,15 +295,10 @@ class H1Upstream:
 
     def release(self, conn: Connection) -> None:
         """Back to the pool, or dropped: kept only after a whole response, with keep-alive."""
-        conn.busy = False
-        if not (conn.complete and conn.reusable and not conn.closed and conn.error is None) or self._closed:
+        if not conn.finish() or self._closed:
             conn.abort()
             return
         assert self.loop is not None
-        if conn.paused:  # the body ended while reading was paused; an idle connection must see EOF
-            conn.paused = False
-            if conn.transport is not None:
-                conn.transport.resume_reading()
         keeps = self._keeps_open
         if not (keeps[True] and keeps[False]):
             kind = chunked(conn.headers)
@@ -319,7 +313,7 @@ class H1Upstream:
 
     def _probation_over(self, conn: Connection) -> None:
         kind = self._probation.pop(conn, None)
-        if kind is not None and not conn.closed and not self._closed:
+        if kind is not None and conn.state is State.IDLE and not self._closed:
             self._keeps_open[kind] = True
             self._pool(conn)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import select
 from collections.abc import AsyncIterator
+from enum import Enum
 from typing import Protocol
 
 import httptools
@@ -21,6 +22,19 @@ from llmobs.proxy.upstream import (
 
 HIGH_WATER = 256 * 1024  # body bytes queued unread before the socket stops being read
 MAX_HEAD = 64 * 1024  # a response head longer than this is refused (nginx refuses past 4-8 KiB)
+
+
+class State(Enum):
+    """Where a connection is. The connection alone changes it (as h11 and httpcore keep theirs)."""
+
+    IDLE = "idle"  # open, carrying no request: pooled, on probation, or just made
+    WAITING = "waiting"  # a request written; its response head not yet whole
+    BODY = "body"  # the head arrived; the body is arriving
+    DONE = "done"  # the response is whole (or ended with the connection); it waits to be released
+    CLOSED = "closed"  # ended by either side, or dropped: never carries a request again
+
+
+_IDLE, _WAITING, _BODY, _DONE, _CLOSED = State  # module constants: the hot path compares with `is`
 
 
 class Pool(Protocol):
@@ -49,10 +63,12 @@ class Lost(UpstreamUnreachable):
 
 
 class Connection(asyncio.Protocol):
-    """One upstream connection carrying one request at a time.
+    """One upstream connection carrying one request at a time, its `state` its own.
 
     httptools calls on_header/on_body/... from inside feed_data; the response's reader waits
-    on `waiter`, which every callback that changes what it can see resolves.
+    on `waiter`, which every callback that changes what it can see resolves. The pool moves a
+    connection only through request(), finish() and abort(); `pooled` and `idle_since` are the
+    pool's own bookkeeping.
     """
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -61,11 +77,10 @@ class Connection(asyncio.Protocol):
         self.label = pool.label
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.closed = False  # connection_lost has run
+        self.state = _IDLE
         self.reusable = True  # cleared by keep-alive off, an error, stray bytes, a HEAD
         self.pooled = False
         self.idle_since = 0.0
-        self.busy = False
         self.timer: asyncio.TimerHandle | None = None  # the read timeout's; outlives requests
         self.poller: select.poll | None = None  # tells a pooled connection's EOF before it is reused
         self._reset()
@@ -75,8 +90,6 @@ class Connection(asyncio.Protocol):
         self.received = False
         self.head_only = False
         self.interim = False
-        self.head_done = False
-        self.complete = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0  # of the headers parsed
@@ -112,7 +125,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()  # uvloop: the cached time of this loop iteration
-        if not self.busy or self.complete:
+        state = self.state
+        if state is not _BODY and state is not _WAITING:
             # Bytes nobody asked for: whatever the server meant, this connection is done.
             self.abort()
             return
@@ -123,46 +137,39 @@ class Connection(asyncio.Protocol):
             self._parse_failed()
         except httptools.HttpParserError:
             self._parse_failed()
-        if not self.head_done and self.error is None:
+        if self.state is _WAITING and self.error is None:
             # A head still incomplete: the header being parsed may never end (httptools holds it).
             self.head_read += len(data)
             if self.head_read > MAX_HEAD:
                 self._head_too_long()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         self.reusable = False
-        if self.busy and not self.complete and self.error is None:
-            if not self.head_done:
-                self.error = Lost(
-                    f"{self.label} closed the connection",
-                    written=self.written,
-                    received=self.received,
-                    reset=isinstance(exc, ConnectionError),
-                )
-            elif exc is None and self._close_delimited():
-                self.complete = True  # the end of the connection is the end of this body
-            else:
-                self.error = UpstreamBroken("upstream closed the connection mid-body")
+        if self.state is _BODY and self.error is None and exc is None and self._close_delimited():
+            self._completed()  # the end of the connection is the end of this body
             self._wake()
+        else:
+            self._interrupt("upstream closed the connection mid-body", reset=isinstance(exc, ConnectionError))
+        if self.state is not _DONE:  # a whole response stays readable
+            self.state = _CLOSED
         self._stop_timer(everything=True)
         self.pool.gone(self)
 
     # --- httptools callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.complete:  # a second response to one request: never trust this connection again
+        if self.state is _DONE:  # a second response to one request: never trust this connection again
             self.reusable = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.complete:
+        if self.state is not _DONE:
             self.headers.append((name, value))
             self.head_bytes += len(name) + len(value)
             if self.head_bytes > MAX_HEAD:
                 self._head_too_long()
 
     def on_headers_complete(self) -> None:
-        if self.complete or self.error is not None:
+        if self.state is not _WAITING or self.error is not None:
             return
         status = self.parser.get_status_code()
         if status < 200:  # 1xx interim responses are skipped (101 ends in HttpParserUpgrade)
@@ -170,14 +177,14 @@ class Connection(asyncio.Protocol):
             self.headers = []
             return
         self.status = status
-        self.head_done = True
+        self.state = _BODY
         if self.head_only:  # a HEAD response has no body whatever its headers say
             self.reusable = False  # the parser cannot be told so; do not trust its state after
             self._completed()
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self.complete:
+        if self.state is not _BODY:
             return
         self.body.append(body)
         self.buffered += len(body)
@@ -194,7 +201,7 @@ class Connection(asyncio.Protocol):
         if self.interim:
             self.interim = False
             return
-        if self.complete:
+        if self.state is not _BODY:
             return
         if not self.parser.should_keep_alive():
             self.reusable = False
@@ -205,13 +212,13 @@ class Connection(asyncio.Protocol):
 
     async def request(self, data: bytes, tail: bytes, head_only: bool, deadline: float | None) -> None:
         """Write one request (`tail`: a large body, written apart) and wait for its response head."""
+        transport = self.transport
+        if self.state is not _IDLE or transport is None or transport.is_closing():
+            raise Lost(f"{self.label} closed the connection", written=False, received=False)
         self._reset()
-        self.busy = True
+        self.state = _WAITING
         self.head_only = head_only
         self.deadline = deadline
-        transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
-            raise Lost(f"{self.label} closed the connection", written=False, received=False)
         transport.write(data)
         if tail:
             transport.write(tail)
@@ -222,11 +229,11 @@ class Connection(asyncio.Protocol):
             self.timer = self.loop.call_at(self.last_read + read, self._check_read)
         if deadline is not None:
             self.deadline_timer = self.loop.call_at(deadline, self._deadline_passed)
-        while not self.head_done:
-            if self.error is not None:
-                raise self.error
+        while self.state is _WAITING:
             self.waiter = self.loop.create_future()
             await self.waiter
+        if self.state is _CLOSED:
+            raise self.error or Lost(f"{self.label} closed the connection", written=True, received=self.received)
 
     def wait(self) -> asyncio.Future[None]:
         """A future resolved when more of the body, its end, or an error is there to see."""
@@ -246,9 +253,22 @@ class Connection(asyncio.Protocol):
                 self.transport.resume_reading()
         return data
 
+    def finish(self) -> bool:
+        """The response is done with: back to IDLE (True) if the connection can carry another
+        request (the response whole, keep-alive, no error), else dropped (False)."""
+        transport = self.transport
+        if self.state is not _DONE or not self.reusable or self.error is not None or transport is None:
+            self.abort()
+            return False
+        self.state = _IDLE
+        if self.paused:  # the body ended while reading was paused; an idle connection must see EOF
+            self.paused = False
+            transport.resume_reading()
+        return True
+
     def fail(self, exc: Exception) -> None:
         """End the request with `exc` (seen by the reader after what is queued) and the connection."""
-        if self.error is None and not self.complete:
+        if self.error is None and self.state is not _DONE:
             self.error = exc
         self._wake()
         self.abort()
@@ -257,24 +277,38 @@ class Connection(asyncio.Protocol):
         """Drop the connection; its connection_lost returns its slot to the pool."""
         self.reusable = False
         self._stop_timer(everything=True)
-        if self.transport is not None and not self.closed:
+        self._interrupt("the connection was dropped mid-body")
+        if self.state is not _DONE:  # a whole response stays readable
+            self.state = _CLOSED
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
     # --- inside -----------------------------------------------------------------------------
+
+    def _interrupt(self, mid_body: str, *, reset: bool = False) -> None:
+        """A response under way ends with the connection: its reader is told why."""
+        state = self.state
+        if (state is _WAITING or state is _BODY) and self.error is None:
+            if state is _WAITING:
+                closed = f"{self.label} closed the connection"
+                self.error = Lost(closed, written=self.written, received=self.received, reset=reset)
+            else:
+                self.error = UpstreamBroken(mid_body)
+            self._wake()
 
     def _head_too_long(self) -> None:
         self.fail(UpstreamBadResponse(f"{self.label} sent a response head over {MAX_HEAD} bytes"))
 
     def _parse_failed(self) -> None:
-        if self.complete:
+        if self.state is _DONE:
             self.abort()  # junk after a whole response (a Content-Length too short): not reusable
-        elif not self.head_done:
+        elif self.state is _WAITING:
             self.fail(UpstreamBadResponse(f"{self.label} sent an invalid HTTP response"))
         else:
             self.fail(UpstreamBroken("upstream sent an invalid body"))
 
     def _completed(self) -> None:
-        self.complete = True
+        self.state = _DONE
         self._stop_timer()
 
     def _wake(self) -> None:
@@ -298,8 +332,8 @@ class Connection(asyncio.Protocol):
     def _check_read(self) -> None:
         self.timer = None
         read = self.pool.timeouts.read
-        if not self.busy or self.complete or self.closed or read is None:
-            return  # idle: request() sets the timer again
+        if (self.state is not _WAITING and self.state is not _BODY) or read is None:
+            return  # no response under way: request() sets the timer again
         now = self.loop.time()
         if self.paused:
             self.last_read = now  # the reader is behind; the upstream is not silent
@@ -310,7 +344,7 @@ class Connection(asyncio.Protocol):
 
     def _deadline_passed(self) -> None:
         self.deadline_timer = None
-        if self.busy and not self.complete and not self.closed:
+        if self.state is _WAITING or self.state is _BODY:
             self.fail(UpstreamTimeout("the upstream did not finish in time"))
 
     def _stop_timer(self, *, everything: bool = False) -> None:
@@ -360,7 +394,7 @@ class H1Response(PeekableBody):
                 yield conn.take()
             elif conn.error is not None:
                 raise conn.error
-            elif conn.complete:
+            elif conn.state is not _BODY:  # whole (an interrupted body has its error)
                 return
             else:
                 await conn.wait()
@@ -372,7 +406,7 @@ class H1Response(PeekableBody):
                 return conn.take()
             if conn.error is not None:
                 raise conn.error
-            if conn.complete:
+            if conn.state is not _BODY:
                 break
             await conn.wait()
         return b""
@@ -381,7 +415,6 @@ class H1Response(PeekableBody):
         """Drop the connection (used when the client goes away mid-response)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.busy = False
             conn.abort()
 
     def release(self) -> None:
