@@ -27,7 +27,7 @@ from fault_upstream import (
 )
 from llmobs.proxy.h1client import PROBATION, H1Upstream
 from llmobs.proxy.h1connection import HIGH_WATER
-from llmobs.proxy.upstream import Timeouts, UpstreamTimeout, UpstreamUnreachable
+from llmobs.proxy.upstream import Timeouts, UnsendableHeader, UpstreamTimeout, UpstreamUnreachable
 
 T = TypeVar("T")
 QUICK = Timeouts(1.0, 1.0)
@@ -78,6 +78,18 @@ def test_non_utf8_header_bytes_cross_the_proxy_unchanged(make_proxy: Callable[..
             )
             assert sock.recv(4096).startswith(b"HTTP/1.1 200")
         assert b"x-title: caf\xe9\r\n" in server.requests[0].head
+
+
+@pytest.mark.parametrize("header", [(b"x-key", b"a\r\nx-smuggled: 1"), (b"x-nul", b"a\x00b"), (b"x\nname", b"v")])
+def test_a_header_with_control_characters_is_refused_where_it_is_written(header: tuple[bytes, bytes]) -> None:
+    async def send(upstream: H1Upstream) -> None:
+        with pytest.raises(UnsendableHeader) as refused:
+            await upstream.send("POST", "/", [(b"x-ok", b"1"), header], b"{}")
+        assert refused.value.name == header[0] and header[1] not in str(refused.value).encode()  # never the value
+
+    with fault_upstream(ok) as server:
+        run(server.url, send)
+        assert server.connections == 0 and server.requests == []  # not a byte went out
 
 
 # --- the pool -----------------------------------------------------------------------------

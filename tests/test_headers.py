@@ -173,3 +173,16 @@ def test_expect_100_continue_does_not_hang_on_an_upstream_that_never_sends_100(
                 answer += data
         assert time.monotonic() - began < 2
         assert server.requests[0].header("expect") is None and server.requests[0].body == b"{}"
+
+
+def test_a_configured_key_with_control_characters_gets_400_and_reaches_no_upstream(
+    make_proxy: Callable[..., Proxied],
+) -> None:
+    with fault_upstream(lambda request, conn: conn.send(http_response(200, b"{}"))) as server:
+        proxy = make_proxy(server.url + "/v1", upstream_api_key="sk-bad\r\nx-smuggled: 1")
+        with socket.create_connection(("127.0.0.1", proxy.server.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n{}")
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 400") and b'"invalid_header"' in answer and b"sk-bad" not in answer
+        assert server.requests == []
+        assert proxy.total("llmobs_requests_total", outcome="rejected", status_code="400") == 1

@@ -26,6 +26,7 @@ from llmobs.proxy.asgi import (
 from llmobs.proxy.routing import Route, key_may_go
 from llmobs.proxy.upstream import (
     Response,
+    UnsendableHeader,
     UpstreamBadResponse,
     UpstreamBroken,
     UpstreamTimeout,
@@ -182,10 +183,6 @@ class Exchange:
         headers = hp.request_headers(
             self.scope["headers"], drop=self.proxy.attribution.own_headers, credential=self.route.credential
         )
-        bad = hp.unsendable(headers)
-        if bad is not None:
-            name = bad.decode("latin-1")[:64]  # never the value: it may be a secret
-            raise Rejected(400, f"header {name!r} has control characters", "invalid_header")
         parsed = self._parse(body)
         info = self._info(
             model=parsed.model,
@@ -280,6 +277,9 @@ class Exchange:
             return None
         except UpstreamTimeout:
             await self._fail(504, Outcome.UPSTREAM_TIMEOUT, "upstream did not answer in time", "upstream_timeout")
+            return None
+        except UnsendableHeader as exc:  # (a configured key, say): the client refused to write it
+            await self._fail(400, Outcome.REJECTED, str(exc), "invalid_header")
             return None
         except (UpstreamBadResponse, UpstreamBroken) as exc:
             await self._fail(

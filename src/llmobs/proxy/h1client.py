@@ -20,9 +20,11 @@ from urllib.parse import urlsplit
 
 import aiohappyeyeballs
 
+from llmobs.proxy import headers as hp
 from llmobs.proxy.h1connection import Connection, H1Response, Lost, State, chunked
 from llmobs.proxy.upstream import (
     Timeouts,
+    UnsendableHeader,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -164,6 +166,11 @@ class H1Upstream:
             return H1Response(conn)
 
     def _request_head(self, method: str, target: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> bytes:
+        """The request line and headers, as one bytes object; header bytes are checked where they
+        are written (as h11 does): a control character raises UnsendableHeader."""
+        bad = hp.unsendable(headers)
+        if bad is not None:
+            raise UnsendableHeader(bad)
         parts = [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n", self._host_line]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")

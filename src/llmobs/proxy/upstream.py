@@ -21,6 +21,15 @@ class UpstreamBroken(Exception):
     """The upstream broke off while sending the body."""
 
 
+class UnsendableHeader(ValueError):
+    """A request header holds a control character (CR, LF, NUL...): written, it would break the
+    request's framing (or smuggle a header in), so the client refuses to write it."""
+
+    def __init__(self, name: bytes) -> None:
+        super().__init__(f"header {name.decode('latin-1')[:64]!r} has control characters")  # never the value
+        self.name = name
+
+
 class UpstreamBadResponse(Exception):
     """The upstream answered with something that is not an HTTP response."""
 
