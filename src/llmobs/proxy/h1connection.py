@@ -12,7 +12,6 @@ from typing import Protocol
 import httptools
 
 from llmobs.proxy.upstream import (
-    PeekableBody,
     Timeouts,
     UpstreamBadResponse,
     UpstreamBroken,
@@ -233,7 +232,7 @@ class Connection(asyncio.Protocol):
             self.waiter = self.loop.create_future()
             await self.waiter
         if self.state is _CLOSED:
-            raise self.error or Lost(f"{self.label} closed the connection", written=True, received=self.received)
+            raise self.error or self._lost(written=True)
 
     def wait(self) -> asyncio.Future[None]:
         """A future resolved when more of the body, its end, or an error is there to see."""
@@ -290,11 +289,14 @@ class Connection(asyncio.Protocol):
         state = self.state
         if (state is _WAITING or state is _BODY) and self.error is None:
             if state is _WAITING:
-                closed = f"{self.label} closed the connection"
-                self.error = Lost(closed, written=self.written, received=self.received, reset=reset)
+                self.error = self._lost(written=self.written, reset=reset)
             else:
                 self.error = UpstreamBroken(mid_body)
             self._wake()
+
+    def _lost(self, *, written: bool, reset: bool = False) -> Lost:
+        """The connection ended before this request's response head (the request under way)."""
+        return Lost(f"{self.label} closed the connection", written=written, received=self.received, reset=reset)
 
     def _head_too_long(self) -> None:
         self.fail(UpstreamBadResponse(f"{self.label} sent a response head over {MAX_HEAD} bytes"))
@@ -320,11 +322,8 @@ class Connection(asyncio.Protocol):
 
     def _close_delimited(self) -> bool:
         """Whether the body is framed by the end of the connection (no length, not chunked)."""
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
-                return False
-        return True
+        headers = self.headers
+        return not chunked(headers) and not any(name.lower() == b"content-length" for name, _ in headers)
 
     # The read timeout: one timer per connection, not one per read. It fires at the earliest
     # moment the timeout could be due and, when reads came since, is set again from the last.
@@ -365,13 +364,14 @@ def chunked(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-class H1Response(PeekableBody):
-    """Status, raw headers and a chunk iterator over the undecoded body."""
+class H1Response:
+    """Status, raw headers and a chunk iterator over the undecoded body, which peek() can look
+    into before it is relayed (what it read, kept in `_head`, chunks() hands out first)."""
 
-    __slots__ = ("_conn", "status", "headers")
+    __slots__ = ("_conn", "_head", "status", "headers")
 
     def __init__(self, conn: Connection) -> None:
-        super().__init__()
+        self._head = b""
         self._conn: Connection | None = conn
         self.status: int = conn.status
         self.headers: list[tuple[bytes, bytes]] = conn.headers
@@ -399,7 +399,17 @@ class H1Response(PeekableBody):
             else:
                 await conn.wait()
 
+    async def peek(self, size: int) -> bytes:
+        """Read up to about `size` bytes of the body without consuming them for chunks()."""
+        while len(self._head) < size:
+            chunk = await self._read()
+            if not chunk:
+                break
+            self._head += chunk
+        return self._head
+
     async def _read(self) -> bytes:
+        """The next bytes of the body; b"" at its end."""
         conn = self._conn
         while conn is not None:
             if conn.body:

@@ -83,26 +83,3 @@ class Client(Protocol):
 
     def pooled_peers(self) -> set[tuple[str, int]]:
         """(address, port) of every connection idle in the pool (for tests)."""
-
-
-class PeekableBody:
-    """A response body that can be looked into before it is relayed: peek() keeps what it read
-    in `_head`, which chunks() hands out first. Subclasses supply `_read()`."""
-
-    __slots__ = ("_head",)
-
-    def __init__(self) -> None:
-        self._head = b""
-
-    async def peek(self, size: int) -> bytes:
-        """Read up to about `size` bytes of the body without consuming them for chunks()."""
-        while len(self._head) < size:
-            chunk = await self._read()
-            if not chunk:
-                break
-            self._head += chunk
-        return self._head
-
-    async def _read(self) -> bytes:
-        """The next bytes of the body; b"" at its end."""
-        raise NotImplementedError
